@@ -1,0 +1,36 @@
+/* The HTTP API (SPEC §5) on libmicrohttpd. */
+#ifndef UH_API_API_H
+#define UH_API_API_H
+
+#include <stdbool.h>
+
+#include "core/config.h"
+#include "store/store.h"
+#include "util/error.h"
+
+/* What the API needs from the daemon, so the API never includes the
+ * supervisor (the arrow runs daemon -> api). */
+struct uh_api_deps {
+	struct uh_store *store;
+	const struct uh_config *cfg;
+	/* A run became queued: wake the supervisor. Any thread. */
+	void (*kick)(void *arg);
+	/* A cancel was recorded for a queued or running run: ask the supervisor
+	 * to stop it. Any thread. */
+	void (*cancel)(void *arg, const char *run_id);
+	void *arg;
+	/* Non-zero while shutting down: triggers answer 503 unavailable. */
+	const volatile int *draining;
+};
+
+struct uh_api;
+
+/* Listen on cfg->listen ("HOST:PORT", port 0 = any free port), TLS when
+ * cfg->tls_cert is set. Serves from libmicrohttpd's own threads. */
+int uh_api_start(const struct uh_api_deps *deps, struct uh_api **out, struct uh_error *err);
+/* The port actually bound. */
+int uh_api_port(const struct uh_api *api);
+/* Stop accepting, end follow streams, free. */
+void uh_api_stop(struct uh_api *api);
+
+#endif

@@ -1,0 +1,722 @@
+/* The supervisor (see supervisor.h).
+ *
+ * Everything here runs on the loop's thread, except uh_supervisor_kick and
+ * uh_supervisor_cancel which only queue a request and wake the loop. Output
+ * is appended to an in-memory batch and written to the store in one
+ * transaction every FLUSH_MS (or sooner when the batch is large); followers
+ * are woken after each write. A run's output past logs.max_bytes_per_run
+ * keeps its head and its tail: tail chunks beyond the budget are dropped
+ * oldest first, which readers show as "[uhub: N bytes omitted]". */
+#include "daemon/supervisor.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "core/jobspec.h"
+#include "core/metrics.h"
+#include "core/notify.h"
+#include "core/run.h"
+#include "util/json.h"
+#include "util/log.h"
+#include "util/time.h"
+
+#define FLUSH_MS 15
+#define BATCH_MAX_BYTES (1u << 20)
+#define DISPATCH_BATCH 256
+#define TAIL_RANGE_MERGE (64 * 1024)
+
+enum stop_reason { STOP_NONE = 0, STOP_CANCEL, STOP_TIMEOUT, STOP_SHUTDOWN };
+
+struct tail_range {
+	int64_t from, to;
+};
+
+struct active {
+	struct uh_supervisor *sup;
+	struct active *next_in_bucket;
+	struct uh_run *run;
+	struct uh_run_handle *h;
+	uv_timer_t timeout;
+	bool timer_live;
+	enum stop_reason stop;
+	int64_t offset; /* bytes of output seen so far */
+	int64_t head_max, tail_max;
+	struct tail_range *tail; /* FIFO of stored tail ranges */
+	size_t tail_head, tail_len, tail_cap;
+	int64_t tail_bytes;
+	bool truncated;
+};
+
+struct pending_chunk {
+	char run_id[UH_ID_MAX];
+	int64_t offset, t;
+	int stream;
+	char *data;
+	size_t len;
+};
+
+struct pending_drop {
+	char run_id[UH_ID_MAX];
+	int64_t from, to;
+};
+
+struct request {
+	struct request *next;
+	char run_id[UH_ID_MAX];
+};
+
+#define NBUCKETS 4096
+
+struct uh_supervisor {
+	uv_loop_t *loop;
+	struct uh_store *store;
+	const struct uh_config *cfg;
+	uv_async_t wake;
+	uv_timer_t flush_timer;
+	uv_timer_t drain_timer;
+	uv_timer_t poll_timer;
+	struct active *buckets[NBUCKETS];
+	size_t n_active;
+
+	pthread_mutex_t lock; /* guards kicked and cancels */
+	bool kicked;
+	struct request *cancels;
+
+	struct pending_chunk *chunks;
+	size_t n_chunks, cap_chunks, batch_bytes;
+	struct pending_drop *drops;
+	size_t n_drops, cap_drops;
+	bool flush_armed;
+
+	bool draining;
+	void (*drain_done)(void *arg);
+	void *drain_arg;
+
+	struct uh_backend_host host;
+};
+
+/* ---- active runs by id ---- */
+
+static unsigned hash_id(const char *s)
+{
+	unsigned h = 2166136261u;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h % NBUCKETS;
+}
+
+static struct active *find_active(struct uh_supervisor *s, const char *id)
+{
+	for (struct active *a = s->buckets[hash_id(id)]; a; a = a->next_in_bucket)
+		if (strcmp(a->run->id, id) == 0)
+			return a;
+	return NULL;
+}
+
+static void add_active(struct uh_supervisor *s, struct active *a)
+{
+	unsigned b = hash_id(a->run->id);
+	a->next_in_bucket = s->buckets[b];
+	s->buckets[b] = a;
+	s->n_active++;
+}
+
+static void remove_active(struct uh_supervisor *s, struct active *a)
+{
+	for (struct active **p = &s->buckets[hash_id(a->run->id)]; *p; p = &(*p)->next_in_bucket)
+		if (*p == a) {
+			*p = a->next_in_bucket;
+			s->n_active--;
+			return;
+		}
+}
+
+/* ---- log batching ---- */
+
+static void flush(struct uh_supervisor *s);
+
+static void flush_cb(uv_timer_t *t)
+{
+	struct uh_supervisor *s = t->data;
+	s->flush_armed = false;
+	flush(s);
+}
+
+static void arm_flush(struct uh_supervisor *s)
+{
+	if (s->flush_armed)
+		return;
+	s->flush_armed = true;
+	uv_timer_start(&s->flush_timer, flush_cb, FLUSH_MS, 0);
+}
+
+static int push_chunk(struct uh_supervisor *s, const char *run_id, int64_t offset, int stream, const char *data,
+		      size_t len)
+{
+	if (s->n_chunks == s->cap_chunks) {
+		size_t cap = s->cap_chunks ? s->cap_chunks * 2 : 64;
+		struct pending_chunk *n = realloc(s->chunks, cap * sizeof(*n));
+		if (!n)
+			return -1;
+		s->chunks = n;
+		s->cap_chunks = cap;
+	}
+	struct pending_chunk *c = &s->chunks[s->n_chunks];
+	c->data = malloc(len ? len : 1);
+	if (!c->data)
+		return -1;
+	memcpy(c->data, data, len);
+	snprintf(c->run_id, sizeof(c->run_id), "%s", run_id);
+	c->offset = offset;
+	c->t = uh_now_us();
+	c->stream = stream;
+	c->len = len;
+	s->n_chunks++;
+	s->batch_bytes += len;
+	return 0;
+}
+
+static int push_drop(struct uh_supervisor *s, const char *run_id, int64_t from, int64_t to)
+{
+	if (s->n_drops == s->cap_drops) {
+		size_t cap = s->cap_drops ? s->cap_drops * 2 : 16;
+		struct pending_drop *n = realloc(s->drops, cap * sizeof(*n));
+		if (!n)
+			return -1;
+		s->drops = n;
+		s->cap_drops = cap;
+	}
+	struct pending_drop *d = &s->drops[s->n_drops++];
+	snprintf(d->run_id, sizeof(d->run_id), "%s", run_id);
+	d->from = from;
+	d->to = to;
+	return 0;
+}
+
+static void flush(struct uh_supervisor *s)
+{
+	if (!s->n_chunks && !s->n_drops)
+		return;
+	struct uh_log_chunk *cs = calloc(s->n_chunks ? s->n_chunks : 1, sizeof(*cs));
+	struct uh_log_drop *ds = calloc(s->n_drops ? s->n_drops : 1, sizeof(*ds));
+	if (!cs || !ds) {
+		free(cs);
+		free(ds);
+		uh_errorf("out of memory writing run output; retrying");
+		arm_flush(s);
+		return;
+	}
+	for (size_t i = 0; i < s->n_chunks; i++)
+		cs[i] = (struct uh_log_chunk){s->chunks[i].run_id, s->chunks[i].offset, s->chunks[i].t,
+					      s->chunks[i].stream, s->chunks[i].data, s->chunks[i].len};
+	for (size_t i = 0; i < s->n_drops; i++)
+		ds[i] = (struct uh_log_drop){s->drops[i].run_id, s->drops[i].from, s->drops[i].to};
+	struct uh_error err = {0};
+	int r = uh_store_log_write(s->store, cs, s->n_chunks, ds, s->n_drops, &err);
+	free(cs);
+	free(ds);
+	if (r) {
+		/* Keep the batch and try again: output is never dropped silently. */
+		uh_errorf("writing run output failed, will retry: %s", err.message);
+		arm_flush(s);
+		return;
+	}
+	/* Wake followers once per run touched. */
+	const char *last = "";
+	for (size_t i = 0; i < s->n_chunks; i++) {
+		if (strcmp(last, s->chunks[i].run_id) != 0) {
+			uh_notify_run(s->chunks[i].run_id);
+			last = s->chunks[i].run_id;
+		}
+		free(s->chunks[i].data);
+	}
+	s->n_chunks = 0;
+	s->n_drops = 0;
+	s->batch_bytes = 0;
+}
+
+static void tail_push(struct active *a, int64_t from, int64_t to)
+{
+	if (a->tail_len) {
+		struct tail_range *last = &a->tail[(a->tail_head + a->tail_len - 1) % a->tail_cap];
+		if (last->to == from && last->to - last->from < TAIL_RANGE_MERGE) {
+			last->to = to;
+			return;
+		}
+	}
+	if (a->tail_len == a->tail_cap) {
+		size_t cap = a->tail_cap ? a->tail_cap * 2 : 16;
+		struct tail_range *n = malloc(cap * sizeof(*n));
+		if (!n)
+			return;
+		for (size_t i = 0; i < a->tail_len; i++)
+			n[i] = a->tail[(a->tail_head + i) % a->tail_cap];
+		free(a->tail);
+		a->tail = n;
+		a->tail_cap = cap;
+		a->tail_head = 0;
+	}
+	a->tail[(a->tail_head + a->tail_len) % a->tail_cap] = (struct tail_range){from, to};
+	a->tail_len++;
+}
+
+static void on_output(struct uh_run_handle *h, enum uh_stream stream, const char *data, size_t len)
+{
+	struct active *a = h->host_data;
+	struct uh_supervisor *s = a->sup;
+	while (len) {
+		int64_t off = a->offset;
+		size_t take = len;
+		bool head = off < a->head_max;
+		if (head && (int64_t)take > a->head_max - off)
+			take = (size_t)(a->head_max - off);
+		push_chunk(s, a->run->id, off, (int)stream, data, take);
+		if (!head) {
+			tail_push(a, off, off + (int64_t)take);
+			a->tail_bytes += (int64_t)take;
+			while (a->tail_bytes > a->tail_max && a->tail_len > 1) {
+				struct tail_range *old = &a->tail[a->tail_head];
+				push_drop(s, a->run->id, old->from, old->to);
+				a->tail_bytes -= old->to - old->from;
+				a->tail_head = (a->tail_head + 1) % a->tail_cap;
+				a->tail_len--;
+				a->truncated = true;
+			}
+		}
+		a->offset += (int64_t)take;
+		data += take;
+		len -= take;
+	}
+	if (s->batch_bytes >= BATCH_MAX_BYTES)
+		flush(s);
+	else
+		arm_flush(s);
+}
+
+static void on_persist(struct uh_run_handle *h)
+{
+	struct active *a = h->host_data;
+	struct uh_error err = {0};
+	if (uh_store_run_set_external_id(a->sup->store, a->run->id, h->external_id, &err))
+		uh_errorf("run=%s job=%s backend=%s cannot record its handle: %s", a->run->id, a->run->job_id,
+			  a->run->backend, err.message);
+}
+
+/* ---- finishing ---- */
+
+static void active_free(struct active *a)
+{
+	free(a->tail);
+	uh_run_free(a->run);
+	free(a);
+}
+
+static void timer_closed(uv_handle_t *t)
+{
+	active_free(t->data);
+}
+
+static void maybe_drain_done(struct uh_supervisor *s)
+{
+	if (s->draining && s->n_active == 0 && s->drain_done) {
+		void (*done)(void *) = s->drain_done;
+		s->drain_done = NULL;
+		uv_timer_stop(&s->drain_timer);
+		done(s->drain_arg);
+	}
+}
+
+static void finish_active(struct active *a)
+{
+	struct uh_supervisor *s = a->sup;
+	remove_active(s, a);
+	if (a->h) {
+		uh_backend_release(a->h);
+		a->h = NULL;
+	}
+	if (a->timer_live) {
+		uv_timer_stop(&a->timeout);
+		a->timeout.data = a;
+		uv_close((uv_handle_t *)&a->timeout, timer_closed);
+	} else {
+		active_free(a);
+	}
+	maybe_drain_done(s);
+}
+
+static void run_transition(struct uh_supervisor *s, struct uh_run *run, const struct uh_run_update *u,
+			   const char *action)
+{
+	json_t *details = json_pack("{s:s,s:s,s:s?,s:s?}", "from", uh_run_status_name(u->from), "to",
+				    uh_run_status_name(u->to), "reason", u->reason, "backend", run->backend);
+	struct uh_audit_in a = {"system", action, run->id, details};
+	struct uh_error err = {0};
+	if (uh_store_run_transition(s->store, run->id, u, &a, &err))
+		uh_errorf("run=%s job=%s backend=%s transition %s -> %s failed: %s", run->id, run->job_id,
+			  run->backend ? run->backend : "", uh_run_status_name(u->from), uh_run_status_name(u->to),
+			  err.message);
+	else
+		run->status = u->to;
+	json_decref(details);
+	uh_notify_run(run->id);
+}
+
+static void on_finished(struct uh_run_handle *h, const struct uh_run_result *res)
+{
+	struct active *a = h->host_data;
+	struct uh_supervisor *s = a->sup;
+	char msg[320];
+	struct uh_run_update u = {.from = UH_RUN_RUNNING, .finished_at = uh_now_us()};
+	if (res->kind == UH_RESULT_EXITED) {
+		u.set_exit_code = true;
+		u.exit_code = res->exit_code;
+	} else if (res->kind == UH_RESULT_SIGNALED) {
+		u.set_exit_code = true;
+		u.exit_code = 128 + res->signal;
+	}
+	if (a->stop == STOP_CANCEL || a->stop == STOP_SHUTDOWN) {
+		u.to = UH_RUN_CANCELED;
+		u.reason = a->stop == STOP_CANCEL ? "canceled" : "shutdown";
+		snprintf(msg, sizeof(msg), a->stop == STOP_CANCEL ? "canceled on request" : "canceled: uhub shut down");
+	} else if (a->stop == STOP_TIMEOUT) {
+		u.to = UH_RUN_TIMED_OUT;
+		u.reason = "timeout";
+		snprintf(msg, sizeof(msg), "stopped after timeout_seconds=%" PRId64,
+			 (int64_t)json_integer_value(json_object_get(a->run->effective_config, "timeout_seconds")));
+	} else if (res->kind == UH_RESULT_ERROR) {
+		u.to = UH_RUN_ERROR;
+		u.reason = res->reason ? res->reason : "backend_error";
+		snprintf(msg, sizeof(msg), "%s", res->message[0] ? res->message : "the backend failed");
+	} else if (res->oom) {
+		u.to = UH_RUN_FAILED;
+		u.reason = "oom";
+		snprintf(msg, sizeof(msg), "killed by the memory limit");
+	} else if (res->kind == UH_RESULT_EXITED || res->kind == UH_RESULT_REMOTE_OK ||
+		   res->kind == UH_RESULT_REMOTE_FAIL) {
+		bool ok = res->kind == UH_RESULT_REMOTE_OK || (res->kind == UH_RESULT_EXITED && res->exit_code == 0);
+		u.to = ok ? UH_RUN_SUCCEEDED : UH_RUN_FAILED;
+		u.reason = ok ? NULL : "exit_code";
+		if (res->kind == UH_RESULT_EXITED)
+			snprintf(msg, sizeof(msg), "exited with status %d", res->exit_code);
+		else
+			snprintf(msg, sizeof(msg), "%s", res->message[0] ? res->message : "remote job ended");
+	} else {
+		u.to = UH_RUN_FAILED;
+		u.reason = "signal";
+		snprintf(msg, sizeof(msg), "killed by signal %d", res->signal);
+	}
+	u.message = msg;
+	u.log_truncated = a->truncated;
+	flush(s); /* all output stored before the run turns terminal */
+	run_transition(s, a->run, &u, "run.finish");
+	uh_info("run=%s job=%s backend=%s finished: %s%s%s", a->run->id, a->run->job_id, a->run->backend,
+		uh_run_status_name(u.to), u.reason ? " " : "", u.reason ? u.reason : "");
+	finish_active(a);
+}
+
+/* ---- stopping ---- */
+
+static int64_t grace_ms(struct uh_supervisor *s)
+{
+	return s->cfg->local.grace_s * 1000;
+}
+
+static void stop_active(struct active *a, enum stop_reason why, int64_t grace)
+{
+	if (a->stop == STOP_NONE || why == STOP_SHUTDOWN)
+		a->stop = a->stop == STOP_NONE ? why : a->stop;
+	if (a->h)
+		uh_backend_stop(a->h, grace);
+}
+
+static void timeout_cb(uv_timer_t *t)
+{
+	struct active *a = t->data;
+	uh_info("run=%s job=%s backend=%s timed out", a->run->id, a->run->job_id, a->run->backend);
+	stop_active(a, STOP_TIMEOUT, grace_ms(a->sup));
+}
+
+/* ---- dispatch ---- */
+
+static void end_before_start(struct uh_supervisor *s, struct uh_run *run, int from, int to, const char *reason,
+			     const char *message)
+{
+	struct uh_run_update u = {.from = from, .to = to, .reason = reason, .message = message,
+				  .finished_at = uh_now_us()};
+	run_transition(s, run, &u, "run.finish");
+}
+
+static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
+{
+	struct uh_error err = {0};
+	if (run->cancel_requested) {
+		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_CANCELED, "canceled", "canceled before it started");
+		uh_run_free(run);
+		return;
+	}
+	if (uh_guardrail_dispatch(s->cfg, run, &err)) {
+		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_REJECTED, err.field[0] ? err.field : "exception_revoked",
+				 err.message);
+		uh_run_free(run);
+		return;
+	}
+	const struct uh_backend_ops *ops = uh_backend_find(run->backend);
+	if (!ops) {
+		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_ERROR, "backend_unavailable",
+				 "the execution backend is not built in this uhub");
+		uh_run_free(run);
+		return;
+	}
+	struct active *a = calloc(1, sizeof(*a));
+	if (!a) {
+		uh_run_free(run);
+		return;
+	}
+	a->sup = s;
+	a->run = run;
+	a->head_max = s->cfg->log_max_bytes / 2;
+	a->tail_max = s->cfg->log_max_bytes - a->head_max;
+
+	int64_t now = uh_now_us();
+	struct uh_run_update u = {.from = UH_RUN_QUEUED, .to = UH_RUN_RUNNING, .started_at = now};
+	json_t *details = json_pack("{s:s,s:s,s:s}", "from", "queued", "to", "running", "backend", run->backend);
+	struct uh_audit_in au = {"system", "run.start", run->id, details};
+	int r = uh_store_run_transition(s->store, run->id, &u, &au, &err);
+	json_decref(details);
+	if (r) {
+		/* Canceled or changed meanwhile: leave it to whoever changed it. */
+		uh_debug("run=%s not started: %s", run->id, err.message);
+		active_free(a);
+		return;
+	}
+	run->status = UH_RUN_RUNNING;
+	run->started_at = now;
+	uh_metrics_dispatch((double)(now - run->created_at) / 1e6);
+	add_active(s, a);
+	uh_notify_run(run->id);
+
+	json_t *cmd = json_object_get(run->spec, "command");
+	json_t *env = json_object_get(run->spec, "env");
+	struct uh_run_spec spec = {
+		.run_id = run->id,
+		.job_id = run->job_id,
+		.job_name = json_string_value(json_object_get(run->spec, "job_name")),
+		.project_id = run->project_id,
+		.project_name = json_string_value(json_object_get(run->spec, "project_name")),
+		.backend = run->backend,
+		.config = run->effective_config,
+		.command = json_is_array(cmd) ? cmd : NULL,
+		.env = json_is_object(env) ? env : NULL,
+		.secrets = NULL,
+		.n_secrets = 0,
+		.timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds")),
+	};
+	if (spec.timeout_s <= 0)
+		spec.timeout_s = s->cfg->guardrails.default_timeout_s;
+	r = uh_backend_start(ops, &s->host, a, s->loop, s->cfg, &spec, &a->h, &err);
+	if (r) {
+		const char *reason = err.field[0] && uh_run_reason_known(err.field) ? err.field : "backend_error";
+		if (r == UH_E_UNAVAILABLE)
+			reason = "backend_unavailable";
+		uh_warn("run=%s job=%s backend=%s did not start: %s", run->id, run->job_id, run->backend,
+			err.message);
+		a->h = NULL;
+		struct uh_run_update e = {.from = UH_RUN_RUNNING, .to = UH_RUN_ERROR, .reason = reason,
+					  .message = err.message, .finished_at = uh_now_us()};
+		run_transition(s, run, &e, "run.finish");
+		finish_active(a);
+		return;
+	}
+	uv_timer_init(s->loop, &a->timeout);
+	a->timeout.data = a;
+	a->timer_live = true;
+	uv_timer_start(&a->timeout, timeout_cb, (uint64_t)spec.timeout_s * 1000, 0);
+	uh_debug("run=%s job=%s backend=%s started", run->id, run->job_id, run->backend);
+}
+
+static void dispatch(struct uh_supervisor *s)
+{
+	if (s->draining)
+		return;
+	for (;;) {
+		struct uh_run **runs = NULL;
+		size_t n = 0;
+		struct uh_error err = {0};
+		if (uh_store_runs_in_status(s->store, UH_RUN_QUEUED, DISPATCH_BATCH, &runs, &n, &err)) {
+			uh_errorf("cannot list queued runs: %s", err.message);
+			return;
+		}
+		size_t started = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (find_active(s, runs[i]->id)) {
+				uh_run_free(runs[i]);
+				continue;
+			}
+			dispatch_one(s, runs[i]);
+			started++;
+		}
+		free(runs);
+		if (n < DISPATCH_BATCH || started == 0)
+			return;
+	}
+}
+
+static void handle_cancel(struct uh_supervisor *s, const char *run_id)
+{
+	struct active *a = find_active(s, run_id);
+	if (a) {
+		uh_info("run=%s job=%s backend=%s cancel requested", a->run->id, a->run->job_id, a->run->backend);
+		stop_active(a, STOP_CANCEL, grace_ms(s));
+		return;
+	}
+	/* Not running here: a queued or pending run ends now. */
+	struct uh_run *run = NULL;
+	if (uh_store_run_get(s->store, run_id, &run, NULL))
+		return;
+	if (run->status == UH_RUN_QUEUED || run->status == UH_RUN_PENDING_APPROVAL)
+		end_before_start(s, run, run->status, UH_RUN_CANCELED, "canceled", "canceled before it started");
+	uh_run_free(run);
+}
+
+static void wake_cb(uv_async_t *w)
+{
+	struct uh_supervisor *s = w->data;
+	pthread_mutex_lock(&s->lock);
+	bool kicked = s->kicked;
+	s->kicked = false;
+	struct request *cancels = s->cancels;
+	s->cancels = NULL;
+	pthread_mutex_unlock(&s->lock);
+	while (cancels) {
+		struct request *next = cancels->next;
+		handle_cancel(s, cancels->run_id);
+		free(cancels);
+		cancels = next;
+	}
+	if (kicked)
+		dispatch(s);
+}
+
+/* A slow safety net: picks up runs queued by a path that did not kick. */
+static void poll_cb(uv_timer_t *t)
+{
+	dispatch(t->data);
+}
+
+void uh_supervisor_kick(void *arg)
+{
+	struct uh_supervisor *s = arg;
+	pthread_mutex_lock(&s->lock);
+	s->kicked = true;
+	pthread_mutex_unlock(&s->lock);
+	uv_async_send(&s->wake);
+}
+
+void uh_supervisor_cancel(void *arg, const char *run_id)
+{
+	struct uh_supervisor *s = arg;
+	struct request *r = calloc(1, sizeof(*r));
+	if (!r)
+		return;
+	snprintf(r->run_id, sizeof(r->run_id), "%s", run_id);
+	pthread_mutex_lock(&s->lock);
+	r->next = s->cancels;
+	s->cancels = r;
+	pthread_mutex_unlock(&s->lock);
+	uv_async_send(&s->wake);
+}
+
+int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_config *cfg,
+		      struct uh_supervisor **out, struct uh_error *err)
+{
+	struct uh_supervisor *s = calloc(1, sizeof(*s));
+	if (!s)
+		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	s->loop = loop;
+	s->store = store;
+	s->cfg = cfg;
+	pthread_mutex_init(&s->lock, NULL);
+	s->host.output = on_output;
+	s->host.persist = on_persist;
+	s->host.finished = on_finished;
+	uv_async_init(loop, &s->wake, wake_cb);
+	s->wake.data = s;
+	uv_timer_init(loop, &s->flush_timer);
+	s->flush_timer.data = s;
+	uv_timer_init(loop, &s->drain_timer);
+	s->drain_timer.data = s;
+	uv_timer_init(loop, &s->poll_timer);
+	s->poll_timer.data = s;
+	uv_timer_start(&s->poll_timer, poll_cb, 1000, 1000);
+	*out = s;
+	return 0;
+}
+
+int uh_supervisor_recover(struct uh_supervisor *s, struct uh_error *err)
+{
+	struct uh_run **runs = NULL;
+	size_t n = 0;
+	int r = uh_store_runs_in_status(s->store, UH_RUN_RUNNING, 1000000, &runs, &n, err);
+	if (r)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		struct uh_run *run = runs[i];
+		struct uh_error e = {0};
+		if (uh_backend_settle(s->cfg, run->backend, run->id, run->external_id, &e))
+			uh_errorf("run=%s job=%s backend=%s could not be settled: %s", run->id, run->job_id,
+				  run->backend, e.message);
+		char msg[256];
+		snprintf(msg, sizeof(msg), "uhub restarted while the run was running; its processes were ended");
+		struct uh_run_update u = {.from = UH_RUN_RUNNING, .to = UH_RUN_LOST, .reason = "daemon_restart",
+					  .message = msg, .finished_at = uh_now_us()};
+		run_transition(s, run, &u, "run.finish");
+		uh_warn("run=%s job=%s backend=%s lost: daemon_restart", run->id, run->job_id, run->backend);
+	}
+	uh_store_runs_free(runs, n);
+	uh_supervisor_kick(s);
+	return 0;
+}
+
+static void drain_timeout_cb(uv_timer_t *t)
+{
+	struct uh_supervisor *s = t->data;
+	for (unsigned b = 0; b < NBUCKETS; b++)
+		for (struct active *a = s->buckets[b]; a; a = a->next_in_bucket)
+			stop_active(a, STOP_SHUTDOWN, grace_ms(s));
+}
+
+void uh_supervisor_drain(struct uh_supervisor *s, int64_t grace_s, void (*done)(void *arg), void *arg)
+{
+	bool again = s->draining;
+	s->draining = true;
+	s->drain_done = done;
+	s->drain_arg = arg;
+	uv_timer_stop(&s->poll_timer);
+	if (again) {
+		for (unsigned b = 0; b < NBUCKETS; b++)
+			for (struct active *a = s->buckets[b]; a; a = a->next_in_bucket)
+				stop_active(a, STOP_SHUTDOWN, 0);
+	} else {
+		uv_timer_start(&s->drain_timer, drain_timeout_cb, (uint64_t)grace_s * 1000, 0);
+	}
+	maybe_drain_done(s);
+}
+
+size_t uh_supervisor_active(const struct uh_supervisor *s)
+{
+	return s->n_active;
+}
+
+void uh_supervisor_free(struct uh_supervisor *s)
+{
+	if (!s)
+		return;
+	flush(s);
+	free(s->chunks);
+	free(s->drops);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
