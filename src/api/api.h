@@ -30,6 +30,12 @@ struct uh_api;
 int uh_api_start(const struct uh_api_deps *deps, struct uh_api **out, struct uh_error *err);
 /* The port actually bound. */
 int uh_api_port(const struct uh_api *api);
+/* Use a reloaded configuration (SIGHUP) for the requests that start from now
+ * on: caps, whitelists, api.max_body_bytes, api.rate_limit_per_minute.
+ * `listen` and `tls` keep their start-up values. The previous configuration
+ * must stay valid until uh_api_stop returns (requests in flight may still
+ * read it). Any thread. */
+void uh_api_set_config(struct uh_api *api, const struct uh_config *cfg);
 /* Stop accepting, end follow streams, free. */
 void uh_api_stop(struct uh_api *api);
 
