@@ -218,6 +218,10 @@ int uh_h_run_trigger(struct uh_api_req *r, struct uh_error *err)
 	json_object_set_new(spec, "project_name", json_string(json_string_value(json_object_get(project, "name"))));
 	json_object_set_new(spec, "project_environment",
 	                    json_string(json_string_value(json_object_get(project, "environment"))));
+	/* Concurrency limits as they stand at trigger time. */
+	json_t *jmax = json_object_get(r->job, "max_concurrent"), *pmax = json_object_get(project, "max_concurrent");
+	json_object_set_new(spec, "max_concurrent", json_is_integer(jmax) ? json_incref(jmax) : json_null());
+	json_object_set_new(spec, "project_max_concurrent", json_is_integer(pmax) ? json_incref(pmax) : json_null());
 	run->spec = json_incref(spec);
 
 	char body_hash[65];

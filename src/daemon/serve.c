@@ -30,10 +30,18 @@ extern char **environ;
 
 static volatile int draining;
 
+#define MAX_RELOADS 1024
+
 struct daemon {
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint, sighup;
-	struct uh_config cfg;
+	struct uh_config cfg; /* the start-up config */
+	const char *config_path;
+	/* Configs loaded by SIGHUP, kept until exit: runs started under one keep
+	 * a pointer to it. */
+	struct uh_config *reloaded[MAX_RELOADS];
+	size_t n_reloaded;
+	const struct uh_config *current;
 	struct uh_store *store;
 	struct uh_supervisor *sup;
 	struct uh_api *api;
@@ -153,11 +161,48 @@ static void drained(void *arg)
 	uv_stop(&d->loop);
 }
 
+/* SIGHUP: re-read the config file. Caps, whitelists and allowed lists apply
+ * to runs dispatched afterwards; listen, tls and db keep their start-up
+ * values. A bad file is refused and the running config stays. */
+static void reload(struct daemon *d)
+{
+	if (!d->config_path) {
+		uh_warn("SIGHUP: no config file to reload (started without --config)");
+		return;
+	}
+	if (d->n_reloaded == MAX_RELOADS) {
+		uh_warn("SIGHUP: too many reloads in this process; restart uhub to apply the config");
+		return;
+	}
+	struct uh_config *n = calloc(1, sizeof(*n));
+	struct uh_error err = {0};
+	if (!n || uh_config_defaults(n, &err) || uh_config_load(d->config_path, n, &err)) {
+		uh_errorf("SIGHUP: config not reloaded, keeping the running one: %s", err.message);
+		if (n)
+			uh_config_free(n);
+		free(n);
+		return;
+	}
+	/* What is bound at start-up stays. */
+	const struct uh_config *cur = d->current;
+	if (strcmp(n->db, cur->db) != 0 || strcmp(n->listen, cur->listen) != 0)
+		uh_warn("SIGHUP: 'db' and 'listen' changes need a restart; keeping %s on %s", cur->db, cur->listen);
+	free(n->db);
+	n->db = strdup(cur->db);
+	free(n->listen);
+	n->listen = strdup(cur->listen);
+	d->reloaded[d->n_reloaded++] = n;
+	d->current = n;
+	uh_supervisor_set_config(d->sup, n);
+	uh_api_set_config(d->api, n);
+	uh_info("SIGHUP: configuration reloaded from %s", d->config_path);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct daemon *d = h->data;
 	if (signum == SIGHUP) {
-		uh_warn("SIGHUP: configuration reload is not supported yet; keeping the current configuration");
+		reload(d);
 		return;
 	}
 	d->signals++;
@@ -251,6 +296,8 @@ int uh_daemon_main(int argc, char **argv)
 		free(d.cfg.db);
 		d.cfg.db = strdup(db);
 	}
+	d.config_path = config_path;
+	d.current = &d.cfg;
 	const char *db_path = strncmp(d.cfg.db, "sqlite:", 7) == 0 ? d.cfg.db + 7 : NULL;
 	if (strncmp(d.cfg.db, "sqlite:", 7) != 0 && strncmp(d.cfg.db, "postgres", 8) != 0) {
 		fprintf(stderr, "uhub: 'db' must be sqlite:PATH or postgres://...\n");
@@ -336,6 +383,10 @@ int uh_daemon_main(int argc, char **argv)
 	uv_loop_close(&d.loop);
 	uh_store_close(d.store);
 	uh_config_free(&d.cfg);
+	for (size_t i = 0; i < d.n_reloaded; i++) {
+		uh_config_free(d.reloaded[i]);
+		free(d.reloaded[i]);
+	}
 	uh_buf_free(&keyp);
 	uh_buf_free(&headp);
 	return 0;

@@ -26,7 +26,7 @@
 #define FLUSH_MS 15
 #define BATCH_MAX_BYTES (1u << 20)
 #define DISPATCH_BATCH 256
-#define TAIL_RANGE_MERGE (64 * 1024)
+#define CHUNK_MAX (64 * 1024)
 
 enum stop_reason { STOP_NONE = 0, STOP_CANCEL, STOP_TIMEOUT, STOP_SHUTDOWN };
 
@@ -70,6 +70,13 @@ struct request {
 
 #define NBUCKETS 4096
 
+/* Runs in flight per job and per project, for max_concurrent. */
+struct slot_count {
+	struct slot_count *next;
+	char key[UH_ID_MAX];
+	int n;
+};
+
 struct uh_supervisor {
 	uv_loop_t *loop;
 	struct uh_store *store;
@@ -80,6 +87,8 @@ struct uh_supervisor {
 	uv_timer_t poll_timer;
 	struct active *buckets[NBUCKETS];
 	size_t n_active;
+	struct slot_count *slots[NBUCKETS];
+	bool waiting_for_slot; /* a queued run is held back by max_concurrent */
 
 	pthread_mutex_t lock; /* guards kicked and cancels */
 	bool kicked;
@@ -108,6 +117,36 @@ static unsigned hash_id(const char *s)
 	return h % NBUCKETS;
 }
 
+static struct slot_count **slot_find(struct uh_supervisor *s, const char *key)
+{
+	struct slot_count **p = &s->slots[hash_id(key)];
+	while (*p && strcmp((*p)->key, key) != 0)
+		p = &(*p)->next;
+	return p;
+}
+
+static int slot_get(struct uh_supervisor *s, const char *key)
+{
+	struct slot_count **p = slot_find(s, key);
+	return *p ? (*p)->n : 0;
+}
+
+static void slot_add(struct uh_supervisor *s, const char *key, int delta)
+{
+	struct slot_count **p = slot_find(s, key);
+	if (!*p) {
+		if (delta <= 0 || !(*p = calloc(1, sizeof(**p))))
+			return;
+		snprintf((*p)->key, sizeof((*p)->key), "%s", key);
+	}
+	(*p)->n += delta;
+	if ((*p)->n <= 0) {
+		struct slot_count *dead = *p;
+		*p = dead->next;
+		free(dead);
+	}
+}
+
 static struct active *find_active(struct uh_supervisor *s, const char *id)
 {
 	for (struct active *a = s->buckets[hash_id(id)]; a; a = a->next_in_bucket)
@@ -122,6 +161,8 @@ static void add_active(struct uh_supervisor *s, struct active *a)
 	a->next_in_bucket = s->buckets[b];
 	s->buckets[b] = a;
 	s->n_active++;
+	slot_add(s, a->run->job_id, 1);
+	slot_add(s, a->run->project_id, 1);
 }
 
 static void remove_active(struct uh_supervisor *s, struct active *a)
@@ -130,6 +171,8 @@ static void remove_active(struct uh_supervisor *s, struct active *a)
 		if (*p == a) {
 			*p = a->next_in_bucket;
 			s->n_active--;
+			slot_add(s, a->run->job_id, -1);
+			slot_add(s, a->run->project_id, -1);
 			return;
 		}
 }
@@ -154,8 +197,23 @@ static void arm_flush(struct uh_supervisor *s)
 }
 
 static int push_chunk(struct uh_supervisor *s, const char *run_id, int64_t offset, int stream, const char *data,
-		      size_t len)
+		      size_t len, bool may_merge)
 {
+	/* Small writes coalesce into the previous chunk of the same stream. */
+	if (may_merge && s->n_chunks) {
+		struct pending_chunk *p = &s->chunks[s->n_chunks - 1];
+		if (p->stream == stream && p->offset + (int64_t)p->len == offset && p->len + len <= CHUNK_MAX &&
+		    strcmp(p->run_id, run_id) == 0) {
+			char *n = realloc(p->data, p->len + len);
+			if (!n)
+				return -1;
+			memcpy(n + p->len, data, len);
+			p->data = n;
+			p->len += len;
+			s->batch_bytes += len;
+			return 0;
+		}
+	}
 	if (s->n_chunks == s->cap_chunks) {
 		size_t cap = s->cap_chunks ? s->cap_chunks * 2 : 64;
 		struct pending_chunk *n = realloc(s->chunks, cap * sizeof(*n));
@@ -240,9 +298,12 @@ static void flush(struct uh_supervisor *s)
 
 static void tail_push(struct active *a, int64_t from, int64_t to)
 {
+	/* Adjacent ranges merge while small against the tail budget, so the
+	 * window can slide by steps of at most 1/8 of it. */
+	int64_t merge = a->tail_max / 8 < CHUNK_MAX ? a->tail_max / 8 : CHUNK_MAX;
 	if (a->tail_len) {
 		struct tail_range *last = &a->tail[(a->tail_head + a->tail_len - 1) % a->tail_cap];
-		if (last->to == from && last->to - last->from < TAIL_RANGE_MERGE) {
+		if (last->to == from && to - last->from <= merge) {
 			last->to = to;
 			return;
 		}
@@ -273,11 +334,23 @@ static void on_output(struct uh_run_handle *h, enum uh_stream stream, const char
 		bool head = off < a->head_max;
 		if (head && (int64_t)take > a->head_max - off)
 			take = (size_t)(a->head_max - off);
-		push_chunk(s, a->run->id, off, (int)stream, data, take);
+		if (!head && (int64_t)take > a->tail_max) {
+			/* One write larger than the whole tail: only its end is kept. */
+			size_t skip = take - (size_t)a->tail_max;
+			a->offset += (int64_t)skip;
+			data += skip;
+			len -= skip;
+			take -= skip;
+			off = a->offset;
+			a->truncated = true;
+		}
+		/* The first tail chunk never merges into the head: drops work on
+		 * chunk offsets. */
+		push_chunk(s, a->run->id, off, (int)stream, data, take, head || off > a->head_max);
 		if (!head) {
 			tail_push(a, off, off + (int64_t)take);
 			a->tail_bytes += (int64_t)take;
-			while (a->tail_bytes > a->tail_max && a->tail_len > 1) {
+			while (a->tail_bytes > a->tail_max && a->tail_len > 0) {
 				struct tail_range *old = &a->tail[a->tail_head];
 				push_drop(s, a->run->id, old->from, old->to);
 				a->tail_bytes -= old->to - old->from;
@@ -345,6 +418,8 @@ static void finish_active(struct active *a)
 		active_free(a);
 	}
 	maybe_drain_done(s);
+	if (s->waiting_for_slot && !s->draining)
+		uh_supervisor_kick(s); /* a slot was freed */
 }
 
 static void run_transition(struct uh_supervisor *s, struct uh_run *run, const struct uh_run_update *u,
@@ -449,6 +524,16 @@ static void end_before_start(struct uh_supervisor *s, struct uh_run *run, int fr
 	run_transition(s, run, &u, "run.finish");
 }
 
+/* Whether max_concurrent (the job's, then the project's) holds the run back. */
+static bool at_limit(struct uh_supervisor *s, const struct uh_run *run)
+{
+	json_t *j = json_object_get(run->spec, "max_concurrent");
+	json_t *p = json_object_get(run->spec, "project_max_concurrent");
+	if (json_is_integer(j) && slot_get(s, run->job_id) >= json_integer_value(j))
+		return true;
+	return json_is_integer(p) && slot_get(s, run->project_id) >= json_integer_value(p);
+}
+
 static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 {
 	struct uh_error err = {0};
@@ -541,26 +626,40 @@ static void dispatch(struct uh_supervisor *s)
 {
 	if (s->draining)
 		return;
+	s->waiting_for_slot = false;
+	int limit = DISPATCH_BATCH;
 	for (;;) {
 		struct uh_run **runs = NULL;
 		size_t n = 0;
 		struct uh_error err = {0};
-		if (uh_store_runs_in_status(s->store, UH_RUN_QUEUED, DISPATCH_BATCH, &runs, &n, &err)) {
+		if (uh_store_runs_in_status(s->store, UH_RUN_QUEUED, limit, &runs, &n, &err)) {
 			uh_errorf("cannot list queued runs: %s", err.message);
 			return;
 		}
-		size_t started = 0;
+		size_t started = 0, held = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (find_active(s, runs[i]->id)) {
 				uh_run_free(runs[i]);
+				continue;
+			}
+			if (!runs[i]->cancel_requested && at_limit(s, runs[i])) {
+				s->waiting_for_slot = true; /* stays queued, in trigger order */
+				uh_run_free(runs[i]);
+				held++;
 				continue;
 			}
 			dispatch_one(s, runs[i]);
 			started++;
 		}
 		free(runs);
-		if (n < DISPATCH_BATCH || started == 0)
+		if (limit <= 0 || n < (size_t)limit)
 			return;
+		if (started == 0) {
+			if (held == 0)
+				return;
+			/* A full batch held back by max_concurrent: look past it once. */
+			limit = 0;
+		}
 	}
 }
 
@@ -705,6 +804,11 @@ void uh_supervisor_drain(struct uh_supervisor *s, int64_t grace_s, void (*done)(
 	maybe_drain_done(s);
 }
 
+void uh_supervisor_set_config(struct uh_supervisor *s, const struct uh_config *cfg)
+{
+	s->cfg = cfg;
+}
+
 size_t uh_supervisor_active(const struct uh_supervisor *s)
 {
 	return s->n_active;
@@ -717,6 +821,12 @@ void uh_supervisor_free(struct uh_supervisor *s)
 	flush(s);
 	free(s->chunks);
 	free(s->drops);
+	for (unsigned b = 0; b < NBUCKETS; b++)
+		while (s->slots[b]) {
+			struct slot_count *n = s->slots[b]->next;
+			free(s->slots[b]);
+			s->slots[b] = n;
+		}
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -26,6 +26,9 @@ void uh_supervisor_cancel(void *s, const char *run_id);
  * are canceled with reason shutdown. `done` is called on the loop thread
  * once nothing runs. A second call ends faster (grace 0). */
 void uh_supervisor_drain(struct uh_supervisor *s, int64_t grace_s, void (*done)(void *arg), void *arg);
+/* Use `cfg` for runs dispatched from now on (SIGHUP). The previous config
+ * must stay valid while runs started under it are in flight. Loop thread. */
+void uh_supervisor_set_config(struct uh_supervisor *s, const struct uh_config *cfg);
 /* Number of runs in flight. */
 size_t uh_supervisor_active(const struct uh_supervisor *s);
 void uh_supervisor_free(struct uh_supervisor *s);

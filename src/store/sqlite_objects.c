@@ -96,6 +96,15 @@ struct user_create_ctx {
 	int64_t now;
 };
 
+/* A create's audit event names the new object when the caller could not. */
+static struct uh_audit_in target_or(const struct uh_audit_in *a, const char *id)
+{
+	struct uh_audit_in t = a ? *a : (struct uh_audit_in){0};
+	if (!t.target || !t.target[0])
+		t.target = id;
+	return t;
+}
+
 static int user_create_tx(struct uh_store *s, void *p, struct uh_error *err)
 {
 	struct user_create_ctx *c = p;
@@ -125,7 +134,8 @@ int uh_store_user_create(struct uh_store *s, const char *name, const char *role,
 		return uh_error_set(err, UH_E_INVALID_REQUEST, "role", "'role' is required");
 	struct user_create_ctx c = {.name = name, .role = role, .now = uh_now_us()};
 	uh_id_new("u_", c.id);
-	int rc = sq_tx(s, user_create_tx, &c, a, err);
+	struct uh_audit_in at = target_or(a, c.id);
+	int rc = sq_tx(s, user_create_tx, &c, &at, err);
 	if (rc)
 		return rc;
 	*out = json_pack("{s:s, s:s, s:s, s:b, s:o}", "id", c.id, "name", name, "role", role, "disabled", 0,
@@ -474,7 +484,8 @@ int uh_store_project_create(struct uh_store *s, const json_t *fields, const stru
 	if (!data)
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	struct project_write_ctx c = {.id = id, .name = name, .data = data, .now = uh_now_us()};
-	int rc = sq_tx(s, project_create_tx, &c, a, err);
+	struct uh_audit_in at = target_or(a, id);
+	int rc = sq_tx(s, project_create_tx, &c, &at, err);
 	if (rc)
 		return rc;
 	*out = project_json(id, name, data, c.now, c.now);
@@ -893,7 +904,8 @@ int uh_store_job_create(struct uh_store *s, const char *project_id, const json_t
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	struct job_write_ctx c = {
 	    .id = id, .project_id = project_id, .name = name, .actor = actor_of(a), .data = data, .now = uh_now_us()};
-	int rc = sq_tx(s, job_create_tx, &c, a, err);
+	struct uh_audit_in at = target_or(a, id);
+	int rc = sq_tx(s, job_create_tx, &c, &at, err);
 	if (rc)
 		return rc;
 	*out = job_json(id, project_id, name, data, c.now, c.now, c.actor);
