@@ -1,0 +1,92 @@
+/* The wire between the Local backend (daemon side) and uhub-init (PID 1 of
+ * each Local run): fixed descriptor numbers, the argv words, and the status
+ * record init writes when the job's main process ends. Header only: uhub-init
+ * is a static, libc-only binary and shares nothing else with the daemon. */
+#ifndef UH_BACKEND_LOCAL_PROTO_H
+#define UH_BACKEND_LOCAL_PROTO_H
+
+#include <stdint.h>
+
+/* Descriptors uhub-init finds open when it starts (mode "local"). */
+enum {
+	UH_INIT_FD_STDIN = 0,    /* /dev/null */
+	UH_INIT_FD_STDOUT = 1,   /* run's stdout pipe */
+	UH_INIT_FD_STDERR = 2,   /* run's stderr pipe */
+	UH_INIT_FD_EXEC = 3,     /* O_PATH fd of the checked job executable, no O_CLOEXEC */
+	UH_INIT_FD_STATUS = 4,   /* write end of the status pipe */
+	UH_INIT_FD_LIFELINE = 5, /* read end of the daemon's lifeline: EOF = daemon gone */
+	UH_INIT_FD_CGROUP = 6,   /* first of `cg=N` cgroup.procs fds, written "0" to join */
+};
+
+#define UH_INIT_MAX_CGROUP_FDS 8
+
+/* argv of uhub-init in mode "local":
+ *   uhub-init local run=ID uid=N gid=N cwd=DIR keep=DIR nofile=N fsize=N cg=N [net=none] -- ARGV...
+ * `net=none`: the run is in a new, empty network namespace; init brings
+ * up its loopback.
+ * `keep` is a directory (the run's scratch dir) that must stay reachable when
+ * /tmp and /var/tmp are replaced by private tmpfs mounts. */
+
+/* Exit status of an init that killed its run because the lifeline closed
+ * (it writes no status record then). */
+#define UH_INIT_EXIT_LIFELINE 113
+
+#define UH_INIT_STATUS_MAGIC 0x75686931u /* "uhi1" */
+
+enum uh_init_status_kind {
+	UH_INIT_EXITED = 1,       /* code = exit status */
+	UH_INIT_SIGNALED = 2,     /* code = signal number */
+	UH_INIT_EXEC_FAILED = 3,  /* err = errno of execveat */
+	UH_INIT_SETUP_FAILED = 4, /* code = enum uh_init_step, err = errno */
+};
+
+enum uh_init_step {
+	UH_INIT_STEP_ARGS = 1,
+	UH_INIT_STEP_CGROUP,
+	UH_INIT_STEP_MOUNT,
+	UH_INIT_STEP_RLIMIT,
+	UH_INIT_STEP_CREDS,
+	UH_INIT_STEP_PRCTL,
+	UH_INIT_STEP_CHDIR,
+	UH_INIT_STEP_SIGNALS,
+	UH_INIT_STEP_FORK,
+	UH_INIT_STEP_NETWORK,
+};
+
+/* Written once, in one write() (smaller than PIPE_BUF, so atomic). */
+struct uh_init_status {
+	uint32_t magic;
+	int32_t kind;
+	int32_t code;
+	int32_t err;
+};
+
+static inline const char *uh_init_step_name(int step)
+{
+	switch (step) {
+	case UH_INIT_STEP_ARGS:
+		return "arguments";
+	case UH_INIT_STEP_CGROUP:
+		return "joining cgroups";
+	case UH_INIT_STEP_MOUNT:
+		return "mounts";
+	case UH_INIT_STEP_RLIMIT:
+		return "resource limits";
+	case UH_INIT_STEP_CREDS:
+		return "switching user";
+	case UH_INIT_STEP_PRCTL:
+		return "process attributes";
+	case UH_INIT_STEP_CHDIR:
+		return "working directory";
+	case UH_INIT_STEP_SIGNALS:
+		return "signals";
+	case UH_INIT_STEP_FORK:
+		return "fork";
+	case UH_INIT_STEP_NETWORK:
+		return "network";
+	default:
+		return "setup";
+	}
+}
+
+#endif
