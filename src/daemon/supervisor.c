@@ -296,7 +296,9 @@ static void flush(struct uh_supervisor *s)
 	s->batch_bytes = 0;
 }
 
-static void tail_push(struct active *a, int64_t from, int64_t to)
+/* Returns true when the bytes joined the last range (so they may join its
+ * pending chunk too). */
+static bool tail_push(struct active *a, int64_t from, int64_t to)
 {
 	/* Adjacent ranges merge while small against the tail budget, so the
 	 * window can slide by steps of at most 1/8 of it. */
@@ -305,14 +307,14 @@ static void tail_push(struct active *a, int64_t from, int64_t to)
 		struct tail_range *last = &a->tail[(a->tail_head + a->tail_len - 1) % a->tail_cap];
 		if (last->to == from && to - last->from <= merge) {
 			last->to = to;
-			return;
+			return true;
 		}
 	}
 	if (a->tail_len == a->tail_cap) {
 		size_t cap = a->tail_cap ? a->tail_cap * 2 : 16;
 		struct tail_range *n = malloc(cap * sizeof(*n));
 		if (!n)
-			return;
+			return false;
 		for (size_t i = 0; i < a->tail_len; i++)
 			n[i] = a->tail[(a->tail_head + i) % a->tail_cap];
 		free(a->tail);
@@ -322,6 +324,7 @@ static void tail_push(struct active *a, int64_t from, int64_t to)
 	}
 	a->tail[(a->tail_head + a->tail_len) % a->tail_cap] = (struct tail_range){from, to};
 	a->tail_len++;
+	return false;
 }
 
 static void on_output(struct uh_run_handle *h, enum uh_stream stream, const char *data, size_t len)
@@ -344,11 +347,11 @@ static void on_output(struct uh_run_handle *h, enum uh_stream stream, const char
 			off = a->offset;
 			a->truncated = true;
 		}
-		/* The first tail chunk never merges into the head: drops work on
-		 * chunk offsets. */
-		push_chunk(s, a->run->id, off, (int)stream, data, take, head || off > a->head_max);
+		/* Drops delete whole chunks by their offset, so a tail chunk only
+		 * grows within its tail range, and never into the head. */
+		bool same_range = !head && tail_push(a, off, off + (int64_t)take);
+		push_chunk(s, a->run->id, off, (int)stream, data, take, head || same_range);
 		if (!head) {
-			tail_push(a, off, off + (int64_t)take);
 			a->tail_bytes += (int64_t)take;
 			while (a->tail_bytes > a->tail_max && a->tail_len > 0) {
 				struct tail_range *old = &a->tail[a->tail_head];

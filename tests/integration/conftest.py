@@ -280,3 +280,328 @@ def make_server(uhub_bin):
     for s, tmp in made:
         s.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by the lifecycle, logs, authz, validation, audit, local
+# security and recovery suites. Additions only: nothing above is changed.
+# ---------------------------------------------------------------------------
+import re
+
+UID_MIN, UID_MAX = 61184, 65519  # base_config leaves local.uid_range at the SPEC default
+
+RUN_KEYS = ["id", "job_id", "project_id", "status", "reason", "message", "backend", "parameters",
+            "requested_by", "approved_by", "rejected_by", "canceled_by", "comments", "created_at",
+            "started_at", "finished_at", "exit_code", "external_id", "log_truncated", "retry_of",
+            "effective_config"]
+AUDIT_KEYS = ["seq", "at", "actor", "action", "target", "details", "prev", "hash"]
+ERROR_CODES = {"invalid_request", "invalid_config", "unsupported_backend", "unauthorized", "forbidden",
+               "guardrail", "not_found", "conflict", "payload_too_large", "rate_limited", "unavailable",
+               "internal"}
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
+
+
+def parse_time(s):
+    """An RFC 3339 UTC time of the API as seconds since the epoch."""
+    import datetime
+    assert isinstance(s, str) and RFC3339_UTC.match(s), f"not an RFC 3339 UTC time: {s!r}"
+    s = s.replace("Z", "+00:00")
+    if "." in s:  # fromisoformat of 3.11 takes any number of fraction digits; keep 6
+        head, rest = s.split(".", 1)
+        frac, tz = rest[:-6], rest[-6:]
+        s = head + "." + (frac + "000000")[:6] + tz
+    return datetime.datetime.fromisoformat(s).timestamp()
+
+
+def wait_for(cond, timeout, what, interval=0.05):
+    """Poll cond() until it returns something truthy and return that; fail
+    naming `what` when the deadline passes. A wait on a condition, not a sleep."""
+    deadline = time.time() + timeout
+    last = None
+    while True:
+        last = cond()
+        if last:
+            return last
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def error_of(r, status, code=None, field=None, what=""):
+    """Assert r is the JSON error SPEC §5 describes and return its `error`."""
+    ctx = f"{what}: " if what else ""
+    assert r.status_code == status, f"{ctx}expected HTTP {status}, got {r.status_code}: {r.text[:500]}"
+    ctype = r.headers.get("Content-Type", "")
+    assert ctype.startswith("application/json"), f"{ctx}error body is not JSON ({ctype!r}): {r.text[:300]}"
+    try:
+        body = r.json()
+    except ValueError:
+        raise AssertionError(f"{ctx}error body does not parse as JSON: {r.text[:300]}")
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), \
+        f"{ctx}error body is not {{\"error\":{{...}}}}: {body}"
+    e = body["error"]
+    assert isinstance(e.get("code"), str) and e["code"] in ERROR_CODES, f"{ctx}bad error code: {e}"
+    assert isinstance(e.get("message"), str) and e["message"], f"{ctx}error without a message: {e}"
+    if "field" in e:
+        assert e["field"] is None or isinstance(e["field"], str), f"{ctx}error.field not a string: {e}"
+    if code is not None:
+        assert e["code"] == code, f"{ctx}expected error code {code!r}, got {e}"
+    if field is not None:
+        assert e.get("field") == field, f"{ctx}expected error.field {field!r}, got {e}"
+    return e
+
+
+def proc_status(pid):
+    """{'uid': real uid, 'ppid', 'name', 'cmdline': [argv]} of a host process, or None."""
+    try:
+        info = {}
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    info["uid"] = int(line.split()[1])
+                elif line.startswith("PPid:"):
+                    info["ppid"] = int(line.split()[1])
+                elif line.startswith("Name:"):
+                    info["name"] = line.split(None, 1)[1].strip()
+                elif line.startswith("State:"):
+                    info["state"] = line.split()[1]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            info["cmdline"] = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        return info
+    except (OSError, ValueError):
+        return None
+
+
+def run_processes(exclude=()):
+    """{pid: status} of live (non-zombie) host processes with a uid in the
+    runs' range, leaving out the pids in `exclude` (a baseline)."""
+    out = {}
+    for pid in uid_processes(UID_MIN, UID_MAX):
+        if pid in exclude:
+            continue
+        st = proc_status(pid)
+        if st and st.get("state") != "Z":
+            out[pid] = st
+    return out
+
+
+def describe_processes(procs):
+    return "; ".join(f"pid {p} uid {s.get('uid')} {' '.join(s.get('cmdline', []))!r}" for p, s in procs.items())
+
+
+class HostDir:
+    """A directory on the host outside /tmp and /var/tmp (which a Local run
+    sees as private tmpfs), so runs and tests both see it. Root-owned."""
+
+    def __init__(self, mode=0o755):
+        self.path = tempfile.mkdtemp(prefix="uhub-it-", dir="/var/lib")
+        os.chmod(self.path, mode)
+
+    def sub(self, name, mode=0o755):
+        p = os.path.join(self.path, name)
+        os.makedirs(p, exist_ok=True)
+        os.chmod(p, mode)
+        return p
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@pytest.fixture
+def host_dir():
+    d = HostDir()
+    yield d
+    d.cleanup()
+
+
+class Gate:
+    """A condition a running job can wait for: the test opens it by creating
+    a file the job polls (`Gate.wait_cmd`). Lets tests assert on order
+    (output seen before the job may finish) instead of on timing."""
+
+    def __init__(self, hostdir):
+        self.file = os.path.join(hostdir.sub("gates", 0o755), "g-" + secrets.token_hex(6))
+
+    @property
+    def wait_cmd(self):
+        return f"while [ ! -e {self.file} ]; do sleep 0.05; done"
+
+    def open(self):
+        with open(self.file, "w"):
+            pass
+
+
+class LineReader:
+    """Reads a streamed response line by line as bytes arrive."""
+
+    def __init__(self, resp):
+        self.resp = resp
+        self.it = resp.iter_content(chunk_size=1)
+        self.buf = b""
+        self.eof = False
+
+    def readline(self):
+        while b"\n" not in self.buf and not self.eof:
+            try:
+                b = next(self.it)
+            except StopIteration:
+                self.eof = True
+                break
+            self.buf += b
+        if b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            return line + b"\n"
+        line, self.buf = self.buf, b""
+        return line
+
+    def read_rest(self):
+        out = self.buf
+        self.buf = b""
+        for b in self.it:
+            out += b
+        self.eof = True
+        return out
+
+
+def sse_events(resp):
+    """Yield SSE events of a streamed response as dicts {event, id, data,
+    comment}; `data` is the data lines joined with '\\n' (the SSE rule)."""
+    rd = LineReader(resp)
+    ev = {"event": None, "id": None, "data": None}
+    while True:
+        raw = rd.readline()
+        if not raw:
+            if ev["data"] is not None:
+                yield ev
+            return
+        line = raw.decode("utf-8", errors="replace").rstrip("\n").rstrip("\r")
+        if line == "":
+            if ev["data"] is not None or ev["event"] is not None:
+                ev["event"] = ev["event"] or "message"
+                yield ev
+            ev = {"event": None, "id": None, "data": None}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            ev["data"] = value if ev["data"] is None else ev["data"] + "\n" + value
+        elif name in ("event", "id"):
+            ev[name] = value
+
+
+def me(server, token=None):
+    return server.client(token).ok("GET", "/me")
+
+
+def audit_verify(server):
+    return server.client().ok("GET", "/audit/verify")
+
+
+# Attributing host processes to one run. Other suites may run at the same
+# time on this host and use the same uid range, so a run's processes are
+# told apart by the run's own uid (which the job reports with `id -u` as its
+# first line of output) and by their start time: once a run has ended, its
+# uid may be handed to a new run, whose processes start later.
+
+def boot_now():
+    """Now, on the clock of /proc/PID/stat's start times (seconds since boot)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def proc_start(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def uid_procs(uid, started_before=None):
+    """{pid: status} of the live (non-zombie) processes of one uid; with
+    started_before (a boot_now() value), only those started before it."""
+    out = {}
+    for pid in uid_processes(uid, uid):
+        st = proc_status(pid)
+        if not st or st.get("state") == "Z":
+            continue
+        if started_before is not None:
+            t = proc_start(pid)
+            if t is None or t >= started_before:
+                continue
+        out[pid] = st
+    return out
+
+
+def job_uid(server, run_id, timeout=15):
+    """The uid a run printed as the first line of its log (`id -u`)."""
+    def first_line():
+        text = server.logs(run_id)
+        if "\n" in text:
+            return text.split("\n", 1)[0].strip() or None
+        return None
+    line = wait_for(first_line, timeout, f"run {run_id} to print its uid")
+    assert line.isdigit() and UID_MIN <= int(line) <= UID_MAX, f"run {run_id} printed {line!r} as its uid"
+    return int(line)
+
+
+def _other_runs_process(pid, run_ids):
+    """Whether pid descends from the init of a run not in run_ids: uhub-init
+    names its run as run=ID in its argv. Several daemons (other suites) may
+    run on this host at once and give the same uids to their runs."""
+    seen = 0
+    while pid > 1 and seen < 64:
+        st = proc_status(pid)
+        if not st:
+            return False
+        for a in st.get("cmdline", []):
+            if a.startswith("run="):
+                return a[4:] not in run_ids
+        pid = st.get("ppid", 0)
+        seen += 1
+    return False
+
+
+def run_procs(uid, run_ids):
+    """uid_procs(uid) without the processes that visibly belong to other runs
+    (an orphan that escaped its run has no run init above it: it counts)."""
+    ids = set(run_ids)
+    return {p: st for p, st in uid_procs(uid).items() if not _other_runs_process(p, ids)}
+
+
+def assert_no_procs(uids, grace, what, run_ids):
+    """No process of these runs (by uid, see run_procs) may outlive them;
+    `grace` covers the kernel's reaping, no more."""
+    deadline = time.time() + grace
+    while True:
+        left = {}
+        for u in uids:
+            left.update(run_procs(u, run_ids))
+        if not left:
+            return
+        if time.time() > deadline:
+            raise AssertionError(f"{what}: {len(left)} processes survive: {describe_processes(left)}")
+        time.sleep(0.05)
+
+
+def cgroup_dirs_of(run_id, root="/sys/fs/cgroup", depth=4):
+    """Directories under the cgroup mounts whose name holds the run id."""
+    found = []
+
+    def walk(d, n):
+        try:
+            entries = os.scandir(d)
+        except OSError:
+            return
+        with entries:
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    if run_id in e.name:
+                        found.append(e.path)
+                    elif n > 0:
+                        walk(e.path, n - 1)
+    walk(root, depth)
+    return found
