@@ -10,7 +10,7 @@
 #include "util/log.h"
 
 static const struct uh_backend_ops *const registry[] = {
-	&uh_backend_local,
+    &uh_backend_local,
 };
 
 static const char *const known[] = {"local", "docker", "webhook", "ssh", "kubernetes", "serverless"};
@@ -63,12 +63,13 @@ static int check_common(const struct uh_config *cfg, json_t *config, struct uh_e
 	if (t) {
 		if (!json_is_integer(t) || json_integer_value(t) < 1)
 			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.timeout_seconds",
-					    "'%s.timeout_seconds' must be a positive integer", P);
+			                    "'%s.timeout_seconds' must be a positive integer", P);
 		if (json_integer_value(t) > cfg->guardrails.max_timeout_s)
 			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.timeout_seconds",
-					    "'%s.timeout_seconds' is %lld, above the server cap "
-					    "guardrails.max_timeout_seconds=%lld",
-					    P, (long long)json_integer_value(t), (long long)cfg->guardrails.max_timeout_s);
+			                    "'%s.timeout_seconds' is %lld, above the server cap "
+			                    "guardrails.max_timeout_seconds=%lld",
+			                    P, (long long)json_integer_value(t),
+			                    (long long)cfg->guardrails.max_timeout_s);
 	} else {
 		json_object_set_new(config, "timeout_seconds", json_integer(cfg->guardrails.default_timeout_s));
 	}
@@ -77,42 +78,42 @@ static int check_common(const struct uh_config *cfg, json_t *config, struct uh_e
 		int64_t milli;
 		if (!json_is_string(c) || uh_parse_cpu(json_string_value(c), &milli) || milli <= 0)
 			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.cpu_limit",
-					    "'%s.cpu_limit' must be a CPU quantity such as \"500m\" or \"2\"", P);
+			                    "'%s.cpu_limit' must be a CPU quantity such as \"500m\" or \"2\"", P);
 		if (milli > cfg->guardrails.max_cpu_milli)
 			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.cpu_limit",
-					    "'%s.cpu_limit' is %s, above the server cap guardrails.max_cpu_limit=%lldm",
-					    P, json_string_value(c), (long long)cfg->guardrails.max_cpu_milli);
+			                    "'%s.cpu_limit' is %s, above the server cap guardrails.max_cpu_limit=%lldm",
+			                    P, json_string_value(c), (long long)cfg->guardrails.max_cpu_milli);
 	}
 	json_t *m = json_object_get(config, "mem_limit");
 	if (m) {
 		int64_t bytes;
 		if (!json_is_string(m) || uh_parse_mem(json_string_value(m), &bytes) || bytes <= 0)
 			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.mem_limit",
-					    "'%s.mem_limit' must be a memory quantity such as \"512Mi\" or \"1Gi\"", P);
+			                    "'%s.mem_limit' must be a memory quantity such as \"512Mi\" or \"1Gi\"", P);
 		if (bytes > cfg->guardrails.max_mem_bytes)
 			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.mem_limit",
-					    "'%s.mem_limit' is %s, above the server cap guardrails.max_mem_limit "
-					    "(%lld bytes)",
-					    P, json_string_value(m), (long long)cfg->guardrails.max_mem_bytes);
+			                    "'%s.mem_limit' is %s, above the server cap guardrails.max_mem_limit "
+			                    "(%lld bytes)",
+			                    P, json_string_value(m), (long long)cfg->guardrails.max_mem_bytes);
 	}
 	return 0;
 }
 
 int uh_backend_validate(const struct uh_config *cfg, const char *backend, json_t *config, const json_t *command,
-			const json_t *env_names, struct uh_error *err)
+                        const json_t *env_names, struct uh_error *err)
 {
 	if (!backend || !uh_backend_known(backend))
 		return uh_error_set(err, UH_E_INVALID_REQUEST, "execution_backend",
-				    "unknown execution backend '%s' (one of local, docker, webhook, ssh, "
-				    "kubernetes, serverless)",
-				    backend ? backend : "");
+		                    "unknown execution backend '%s' (one of local, docker, webhook, ssh, "
+		                    "kubernetes, serverless)",
+		                    backend ? backend : "");
 	const struct uh_backend_ops *ops = uh_backend_find(backend);
 	if (!ops)
 		return uh_error_set(err, UH_E_UNSUPPORTED_BACKEND, "execution_backend",
-				    "execution backend '%s' is not built in this uhub", backend);
+		                    "execution backend '%s' is not built in this uhub", backend);
 	if (!json_is_object(config))
 		return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config",
-				    "'execution_backend_config' must be a JSON object");
+		                    "'execution_backend_config' must be a JSON object");
 	int r = check_common(cfg, config, err);
 	if (r)
 		return r;
@@ -120,8 +121,8 @@ int uh_backend_validate(const struct uh_config *cfg, const char *backend, json_t
 }
 
 int uh_backend_start(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
-		     uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
-		     struct uh_run_handle **out, struct uh_error *err)
+                     uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
+                     struct uh_run_handle **out, struct uh_error *err)
 {
 	size_t sz = ops->state_size < sizeof(struct uh_run_handle) ? sizeof(struct uh_run_handle) : ops->state_size;
 	struct uh_run_handle *h = calloc(1, sz);
@@ -158,8 +159,8 @@ void uh_backend_release(struct uh_run_handle *h)
 		free(h);
 }
 
-int uh_backend_settle(const struct uh_config *cfg, const char *backend, const char *run_id,
-		      const char *external_id, struct uh_error *err)
+int uh_backend_settle(const struct uh_config *cfg, const char *backend, const char *run_id, const char *external_id,
+                      struct uh_error *err)
 {
 	const struct uh_backend_ops *ops = uh_backend_find(backend);
 	if (!ops || !ops->settle)

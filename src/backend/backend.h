@@ -22,7 +22,7 @@
 #include "util/error.h"
 
 enum uh_backend_cap {
-	UH_CAP_CANCEL = 1u << 0,      /* stop() ends the run */
+	UH_CAP_CANCEL = 1u << 0,       /* stop() ends the run */
 	UH_CAP_STREAMS_LOGS = 1u << 1, /* output arrives while running */
 	UH_CAP_EXIT_CODE = 1u << 2,    /* reports a process exit code */
 	UH_CAP_REATTACH = 1u << 3,     /* can re-attach after a daemon restart */
@@ -111,7 +111,7 @@ struct uh_backend_ops {
 	 * Errors name the key as "execution_backend_config.KEY", "command" or
 	 * "env.NAME". Pure, any thread. */
 	int (*validate)(const struct uh_config *cfg, const json_t *config, const json_t *command,
-			const json_t *env_names, struct uh_error *err);
+	                const json_t *env_names, struct uh_error *err);
 
 	/* Start the run. Returns fast. On success the backend later calls
 	 * host->finished exactly once. On failure nothing of the run exists and
@@ -131,8 +131,7 @@ struct uh_backend_ops {
 	/* After a daemon restart, for a run the store says was running on this
 	 * node: make sure nothing of it remains (kill, remove, clean up). Returns
 	 * 0 once nothing remains. */
-	int (*settle)(const struct uh_config *cfg, const char *run_id, const char *external_id,
-		      struct uh_error *err);
+	int (*settle)(const struct uh_config *cfg, const char *run_id, const char *external_id, struct uh_error *err);
 };
 
 /* ---- Registry and wrappers (backend.c) ---- */
@@ -151,17 +150,17 @@ void uh_backend_shutdown_all(void);
  * UH_E_INVALID_REQUEST naming "execution_backend"; known but not built:
  * UH_E_UNSUPPORTED_BACKEND. */
 int uh_backend_validate(const struct uh_config *cfg, const char *backend, json_t *config, const json_t *command,
-			const json_t *env_names, struct uh_error *err);
+                        const json_t *env_names, struct uh_error *err);
 
 /* Allocate a handle of the backend's state size, start the run. On success
  * *out is the handle (release with uh_backend_release). */
 int uh_backend_start(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
-		     uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
-		     struct uh_run_handle **out, struct uh_error *err);
+                     uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
+                     struct uh_run_handle **out, struct uh_error *err);
 void uh_backend_stop(struct uh_run_handle *h, int64_t grace_ms);
 void uh_backend_release(struct uh_run_handle *h);
-int uh_backend_settle(const struct uh_config *cfg, const char *backend, const char *run_id,
-		      const char *external_id, struct uh_error *err);
+int uh_backend_settle(const struct uh_config *cfg, const char *backend, const char *run_id, const char *external_id,
+                      struct uh_error *err);
 
 /* Used by UH_HANDLE_CAST: aborts if h is not of ops. */
 void *uh_backend_handle_check(struct uh_run_handle *h, const struct uh_backend_ops *ops);

@@ -206,7 +206,12 @@ static void detect(void)
 			    write_at(v2mount, "cgroup.subtree_control", w) == 0)
 				ctls |= 1u << i;
 		}
-		add_hier(v2mount, true, ctls);
+		/* On a hybrid host whose v1 hierarchies serve every controller, the
+		 * v2 mount would only add a second cgroup move per run (and its
+		 * RCU grace period): the run's PID namespace already kills the
+		 * whole tree, and v1 lists what is left. */
+		if (ctls || done == 0)
+			add_hier(v2mount, true, ctls);
 	}
 
 	size_t off = 0;
@@ -337,12 +342,16 @@ int uh_cg_create(const char *run_id, const struct uh_cg_limits *lim, int fds[UH_
 			rmdir(dir);
 			break;
 		}
+		/* uhub-init joins by writing "0". In v1 it writes to `tasks`: it is
+		 * single-threaded then, and moving one thread skips the
+		 * threadgroup lock whose write side waits for an RCU grace period
+		 * (13-15 ms on an idle host). */
 		char p[PATH_MAX];
-		snprintf(p, sizeof(p), "%s/cgroup.procs", dir);
+		snprintf(p, sizeof(p), "%s/%s", dir, h->v2 ? "cgroup.procs" : "tasks");
 		int fd = open(p, O_WRONLY | O_CLOEXEC);
 		if (fd < 0) {
 			r = -errno;
-			what = "open cgroup.procs";
+			what = "open the cgroup's procs file";
 			rmdir(dir);
 			break;
 		}

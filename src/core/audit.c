@@ -45,26 +45,26 @@ int uh_audit_key_load(const char *path, unsigned char key[UH_AUDIT_KEY_LEN], str
 			return uh_error_set(err, UH_E_INTERNAL, NULL, "no randomness for the audit key");
 		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (fd < 0)
-			return uh_error_set(err, UH_E_INTERNAL, "audit.key_file", "cannot create audit key file '%s': %s",
-					    path, strerror(errno));
+			return uh_error_set(err, UH_E_INTERNAL, "audit.key_file",
+			                    "cannot create audit key file '%s': %s", path, strerror(errno));
 		ssize_t w = write(fd, k, sizeof(k));
 		int fs = fsync(fd);
 		close(fd);
 		if (w != (ssize_t)sizeof(k) || fs)
 			return uh_error_set(err, UH_E_INTERNAL, "audit.key_file", "cannot write audit key file '%s'",
-					    path);
+			                    path);
 		memcpy(key, k, sizeof(k));
 		uh_memzero(k, sizeof(k));
 		return 0;
 	}
 	if (fd < 0)
 		return uh_error_set(err, UH_E_INTERNAL, "audit.key_file", "cannot open audit key file '%s': %s", path,
-				    strerror(errno));
+		                    strerror(errno));
 	struct stat st;
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
 		close(fd);
 		return uh_error_set(err, UH_E_INTERNAL, "audit.key_file",
-				    "audit key file '%s' must be a regular file of mode 0600", path);
+		                    "audit key file '%s' must be a regular file of mode 0600", path);
 	}
 	ssize_t n = read(fd, key, UH_AUDIT_KEY_LEN);
 	char extra;
@@ -72,7 +72,7 @@ int uh_audit_key_load(const char *path, unsigned char key[UH_AUDIT_KEY_LEN], str
 	close(fd);
 	if (n != UH_AUDIT_KEY_LEN || more != 0)
 		return uh_error_set(err, UH_E_INTERNAL, "audit.key_file", "audit key file '%s' must hold %d bytes",
-				    path, UH_AUDIT_KEY_LEN);
+		                    path, UH_AUDIT_KEY_LEN);
 	return 0;
 }
 
@@ -82,8 +82,8 @@ int uh_audit_head_open(struct uh_audit_head *h, const char *path, struct uh_erro
 {
 	h->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (h->fd < 0)
-		return uh_error_set(err, UH_E_INTERNAL, "audit.head_file", "cannot open audit head file '%s': %s",
-				    path, strerror(errno));
+		return uh_error_set(err, UH_E_INTERNAL, "audit.head_file", "cannot open audit head file '%s': %s", path,
+		                    strerror(errno));
 	return 0;
 }
 
@@ -108,7 +108,7 @@ int uh_audit_head_read(const char *path, int64_t *seq, char hash[65], struct uh_
 		if (errno == ENOENT)
 			return 0;
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "cannot read audit head file '%s': %s", path,
-				    strerror(errno));
+		                    strerror(errno));
 	}
 	char rec[HEAD_LEN + 1];
 	ssize_t n = pread(fd, rec, HEAD_LEN, 0);

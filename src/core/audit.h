@@ -14,13 +14,13 @@
 #define UH_AUDIT_GENESIS "0000000000000000000000000000000000000000000000000000000000000000"
 
 struct uh_audit_event {
-	int64_t seq;             /* 1, 2, 3, ... */
-	int64_t at;              /* microseconds */
-	const char *actor;       /* user id, or "system" */
-	const char *action;      /* "run.create", "project.update", ... */
-	const char *target;      /* object id, or "" */
-	const char *details;     /* compact JSON text, "{}" when none */
-	char prev[65];           /* hash of seq-1, UH_AUDIT_GENESIS for seq 1 */
+	int64_t seq;         /* 1, 2, 3, ... */
+	int64_t at;          /* microseconds */
+	const char *actor;   /* user id, or "system" */
+	const char *action;  /* "run.create", "project.update", ... */
+	const char *target;  /* object id, or "" */
+	const char *details; /* compact JSON text, "{}" when none */
+	char prev[65];       /* hash of seq-1, UH_AUDIT_GENESIS for seq 1 */
 };
 
 /* hash = hex(HMAC(key, canonical(ev))), canonical = length-prefixed fields. */

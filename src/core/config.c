@@ -63,9 +63,8 @@ int uh_parse_mem(const char *s, int64_t *bytes)
 	static const struct {
 		const char *suf;
 		int64_t mul;
-	} sufs[] = {{"Ki", 1LL << 10}, {"Mi", 1LL << 20}, {"Gi", 1LL << 30}, {"Ti", 1LL << 40},
-		    {"K", 1000LL},      {"M", 1000000LL},  {"G", 1000000000LL}, {"T", 1000000000000LL},
-		    {"k", 1000LL},      {"", 1}};
+	} sufs[] = {{"Ki", 1LL << 10}, {"Mi", 1LL << 20},   {"Gi", 1LL << 30},      {"Ti", 1LL << 40}, {"K", 1000LL},
+	            {"M", 1000000LL},  {"G", 1000000000LL}, {"T", 1000000000000LL}, {"k", 1000LL},     {"", 1}};
 	if (!s || !*s || strlen(s) > 32 || !isdigit((unsigned char)s[0]))
 		return UH_E_INVALID_CONFIG;
 	char *end;
@@ -164,8 +163,7 @@ static int bad(struct uh_error *err, const char *path, const char *what)
 	return uh_error_set(err, UH_E_INVALID_CONFIG, path, "'%s' %s", path, what);
 }
 
-static int get_string(json_t *obj, const char *key, const char *path, bool nullable, char **out,
-		      struct uh_error *err)
+static int get_string(json_t *obj, const char *key, const char *path, bool nullable, char **out, struct uh_error *err)
 {
 	json_t *v = json_object_get(obj, key);
 	if (!v)
@@ -185,7 +183,7 @@ static int get_string(json_t *obj, const char *key, const char *path, bool nulla
 }
 
 static int get_int(json_t *obj, const char *key, const char *path, int64_t min, int64_t max, int64_t *out,
-		   struct uh_error *err)
+                   struct uh_error *err)
 {
 	json_t *v = json_object_get(obj, key);
 	if (!v)
@@ -270,18 +268,19 @@ static int check_abs_path(const char *path, const char *p, struct uh_error *err)
 	return 0;
 }
 
-#define TRY(x)                                                                 \
-	do {                                                                   \
-		int _r = (x);                                                  \
-		if (_r)                                                        \
-			return _r;                                             \
+#define TRY(x)                     \
+	do {                       \
+		int _r = (x);      \
+		if (_r)            \
+			return _r; \
 	} while (0)
 
 static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 {
-	static const char *const top[] = {"listen",  "public_url", "tls",     "db",     "api",
-					  "logs",    "guardrails", "local",   "docker", "webhook",
-					  "cluster", "audit",      "secrets", "shutdown_grace_seconds", NULL};
+	static const char *const top[] = {
+	    "listen", "public_url", "tls",     "db",      "api",   "logs",    "guardrails",
+	    "local",  "docker",     "webhook", "cluster", "audit", "secrets", "shutdown_grace_seconds",
+	    NULL};
 	const char *k;
 	json_t *x;
 	json_object_foreach(root, k, x)
@@ -317,44 +316,45 @@ static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 	if (s) {
 		TRY(get_int(s, "max_body_bytes", "api.max_body_bytes", 1024, 1LL << 30, &cfg->max_body_bytes, err));
 		TRY(get_int(s, "rate_limit_per_minute", "api.rate_limit_per_minute", 0, 100000000,
-			    &cfg->rate_limit_per_minute, err));
+		            &cfg->rate_limit_per_minute, err));
 	}
 	static const char *const log_keys[] = {"max_bytes_per_run", "retention_days", NULL};
 	TRY(section(root, "logs", log_keys, &s, err));
 	if (s) {
 		TRY(get_int(s, "max_bytes_per_run", "logs.max_bytes_per_run", 4096, 1LL << 40, &cfg->log_max_bytes,
-			    err));
+		            err));
 		TRY(get_int(s, "retention_days", "logs.retention_days", 1, 36500, &cfg->retention_days, err));
 	}
-	static const char *const gr_keys[] = {"default_timeout_seconds", "max_timeout_seconds", "max_cpu_limit",
-					      "max_mem_limit",           "prod_local_allowed",  "approval_ttl_seconds",
-					      "allow_self_approval",     NULL};
+	static const char *const gr_keys[] = {
+	    "default_timeout_seconds", "max_timeout_seconds",  "max_cpu_limit",       "max_mem_limit",
+	    "prod_local_allowed",      "approval_ttl_seconds", "allow_self_approval", NULL};
 	TRY(section(root, "guardrails", gr_keys, &s, err));
 	if (s) {
 		TRY(get_int(s, "default_timeout_seconds", "guardrails.default_timeout_seconds", 1, 31536000,
-			    &cfg->guardrails.default_timeout_s, err));
+		            &cfg->guardrails.default_timeout_s, err));
 		TRY(get_int(s, "max_timeout_seconds", "guardrails.max_timeout_seconds", 1, 31536000,
-			    &cfg->guardrails.max_timeout_s, err));
+		            &cfg->guardrails.max_timeout_s, err));
 		json_t *v = json_object_get(s, "max_cpu_limit");
 		if (v && (!json_is_string(v) || uh_parse_cpu(json_string_value(v), &cfg->guardrails.max_cpu_milli) ||
-			  cfg->guardrails.max_cpu_milli <= 0))
+		          cfg->guardrails.max_cpu_milli <= 0))
 			return bad(err, "guardrails.max_cpu_limit", "must be a CPU quantity such as \"4\" or \"500m\"");
 		v = json_object_get(s, "max_mem_limit");
 		if (v && (!json_is_string(v) || uh_parse_mem(json_string_value(v), &cfg->guardrails.max_mem_bytes) ||
-			  cfg->guardrails.max_mem_bytes <= 0))
+		          cfg->guardrails.max_mem_bytes <= 0))
 			return bad(err, "guardrails.max_mem_limit", "must be a memory quantity such as \"8Gi\"");
 		TRY(get_bool(s, "prod_local_allowed", "guardrails.prod_local_allowed",
-			     &cfg->guardrails.prod_local_allowed, err));
+		             &cfg->guardrails.prod_local_allowed, err));
 		TRY(get_int(s, "approval_ttl_seconds", "guardrails.approval_ttl_seconds", 1, 31536000,
-			    &cfg->guardrails.approval_ttl_s, err));
+		            &cfg->guardrails.approval_ttl_s, err));
 		TRY(get_bool(s, "allow_self_approval", "guardrails.allow_self_approval",
-			     &cfg->guardrails.allow_self_approval, err));
+		             &cfg->guardrails.allow_self_approval, err));
 	}
 	if (cfg->guardrails.default_timeout_s > cfg->guardrails.max_timeout_s)
 		return bad(err, "guardrails.default_timeout_seconds", "must not exceed guardrails.max_timeout_seconds");
 
-	static const char *const local_keys[] = {"uid_range",   "user",      "allowed_executables", "allowed_workdirs",
-						 "grace_seconds", "work_root", "pids_limit",          NULL};
+	static const char *const local_keys[] = {
+	    "uid_range",     "user",      "allowed_executables", "allowed_workdirs",
+	    "grace_seconds", "work_root", "pids_limit",          NULL};
 	TRY(section(root, "local", local_keys, &s, err));
 	if (s) {
 		json_t *r = json_object_get(s, "uid_range");
@@ -363,11 +363,11 @@ static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 			    !json_is_integer(json_array_get(r, 1)))
 				return bad(err, "local.uid_range", "must be [first, last], two integers");
 			json_int_t a = json_integer_value(json_array_get(r, 0)),
-				   b = json_integer_value(json_array_get(r, 1));
+			           b = json_integer_value(json_array_get(r, 1));
 			if (a < 1000 || b < a || b > 4294967294LL)
 				return bad(err, "local.uid_range",
-					   "must be [first, last] with 1000 <= first <= last (root and system "
-					   "accounts are never used)");
+				           "must be [first, last] with 1000 <= first <= last (root and system "
+				           "accounts are never used)");
 			cfg->local.uid_min = (uint32_t)a;
 			cfg->local.uid_max = (uint32_t)b;
 		}
@@ -375,7 +375,7 @@ static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 		if (cfg->local.user && strcmp(cfg->local.user, "root") == 0)
 			return bad(err, "local.user", "must not be root");
 		TRY(get_list(s, "allowed_executables", "local.allowed_executables", &cfg->local.allowed_executables,
-			     err));
+		             err));
 		for (size_t i = 0; i < cfg->local.allowed_executables.n; i++)
 			if (cfg->local.allowed_executables.v[i][0] != '/') {
 				char p[160];
@@ -395,8 +395,8 @@ static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 		TRY(get_int(s, "pids_limit", "local.pids_limit", 8, 1000000, &cfg->local.pids_limit, err));
 	}
 
-	static const char *const docker_keys[] = {"host",           "tls",         "allowed_images", "allowed_networks",
-						  "pull_policy",    "pids_limit",  NULL};
+	static const char *const docker_keys[] = {
+	    "host", "tls", "allowed_images", "allowed_networks", "pull_policy", "pids_limit", NULL};
 	TRY(section(root, "docker", docker_keys, &s, err));
 	if (s) {
 		TRY(get_string(s, "host", "docker.host", false, &cfg->docker.host, err));
@@ -430,7 +430,7 @@ static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 	TRY(section(root, "webhook", wh_keys, &s, err));
 	if (s) {
 		TRY(get_bool(s, "allow_private_networks", "webhook.allow_private_networks",
-			     &cfg->webhook.allow_private_networks, err));
+		             &cfg->webhook.allow_private_networks, err));
 		TRY(get_list(s, "allowed_hosts", "webhook.allowed_hosts", &cfg->webhook.allowed_hosts, err));
 	}
 	static const char *const cl_keys[] = {"node_name", "lease_seconds", NULL};
@@ -460,9 +460,9 @@ static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 			TRY(get_string(v, "addr", "secrets.vault.addr", true, &cfg->secrets.vault_addr, err));
 			TRY(get_string(v, "ca_cert", "secrets.vault.ca_cert", true, &cfg->secrets.vault_ca_cert, err));
 			TRY(get_string(v, "kv_mount", "secrets.vault.kv_mount", false, &cfg->secrets.vault_kv_mount,
-				       err));
+			               err));
 			TRY(get_string(v, "token_file", "secrets.vault.token_file", true,
-				       &cfg->secrets.vault_token_file, err));
+			               &cfg->secrets.vault_token_file, err));
 			json_t *ar = json_object_get(v, "approle");
 			if (ar) {
 				static const char *const a_keys[] = {"role_id_file", "secret_id_file", NULL};
@@ -471,9 +471,9 @@ static int parse_root(json_t *root, struct uh_config *cfg, struct uh_error *err)
 				if (uh_json_only_keys(ar, a_keys, "secrets.vault.approle", &e2))
 					return uh_error_set(err, UH_E_INVALID_CONFIG, e2.field, "%s", e2.message);
 				TRY(get_string(ar, "role_id_file", "secrets.vault.approle.role_id_file", true,
-					       &cfg->secrets.vault_role_id_file, err));
+				               &cfg->secrets.vault_role_id_file, err));
 				TRY(get_string(ar, "secret_id_file", "secrets.vault.approle.secret_id_file", true,
-					       &cfg->secrets.vault_secret_id_file, err));
+				               &cfg->secrets.vault_secret_id_file, err));
 			}
 		}
 	}
@@ -496,7 +496,7 @@ int uh_config_load(const char *path, struct uh_config *cfg, struct uh_error *err
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return uh_error_set(err, UH_E_INVALID_CONFIG, NULL, "cannot open config file '%s': %s", path,
-				    strerror(errno));
+		                    strerror(errno));
 	char *data = NULL;
 	size_t len = 0, cap = 0;
 	for (;;) {
@@ -505,7 +505,7 @@ int uh_config_load(const char *path, struct uh_config *cfg, struct uh_error *err
 				free(data);
 				fclose(f);
 				return uh_error_set(err, UH_E_INVALID_CONFIG, NULL, "config file '%s' is too large",
-						    path);
+				                    path);
 			}
 			cap = cap ? cap * 2 : 8192;
 			char *n = realloc(data, cap);

@@ -17,8 +17,8 @@ struct uh_strlist {
 };
 
 struct uh_config {
-	char *listen;     /* "127.0.0.1:8080" */
-	char *public_url; /* "http://127.0.0.1:8080" */
+	char *listen;             /* "127.0.0.1:8080" */
+	char *public_url;         /* "http://127.0.0.1:8080" */
 	char *tls_cert, *tls_key; /* NULL: plain HTTP */
 	char *db;                 /* "sqlite:./uhub.db" or "postgres://..." */
 	int64_t max_body_bytes;   /* api.max_body_bytes */

@@ -9,15 +9,14 @@ static const char *str(const json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
-int uh_effective_config(const json_t *project, const json_t *job, char **backend, json_t **config,
-			struct uh_error *err)
+int uh_effective_config(const json_t *project, const json_t *job, char **backend, json_t **config, struct uh_error *err)
 {
 	const char *pb = str(project, "execution_backend");
 	const char *jb = str(job, "execution_backend");
 	const char *b = jb ? jb : pb;
 	if (!b)
 		return uh_error_set(err, UH_E_INVALID_REQUEST, "execution_backend",
-				    "neither the job nor its project names an execution backend");
+		                    "neither the job nor its project names an execution backend");
 	json_t *pc = json_object_get(project, "execution_backend_config");
 	json_t *jc = json_object_get(job, "execution_backend_config");
 	json_t *out;
@@ -51,14 +50,15 @@ int uh_check_parameters(const json_t *job, const json_t *params, struct uh_error
 		json_t *d;
 		json_array_foreach(decl, i, d) if (json_is_string(d) && strcmp(json_string_value(d), k) == 0) found = 1;
 		if (!found)
-			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "parameter '%s' is not declared by the job", k);
+			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "parameter '%s' is not declared by the job",
+			                    k);
 		if (!json_is_string(v))
 			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "parameter '%s' must be a string", k);
 		if (strlen(json_string_value(v)) != json_string_length(v))
 			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "parameter '%s' holds a NUL byte", k);
 		if (json_string_length(v) > 65536)
 			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "parameter '%s' is longer than 65536 bytes",
-					    k);
+			                    k);
 	}
 	return 0;
 }
@@ -95,14 +95,14 @@ json_t *uh_job_env_names(const json_t *job)
 }
 
 int uh_guardrail_trigger(const struct uh_config *cfg, const json_t *project, const json_t *job, const char *backend,
-			 int *initial_status, struct uh_error *err)
+                         int *initial_status, struct uh_error *err)
 {
 	const char *env = str(project, "environment");
 	int prod = env && strcmp(env, "prod") == 0;
 	if (prod && backend && strcmp(backend, "local") == 0 && !cfg->guardrails.prod_local_allowed)
 		return uh_error_set(err, UH_E_GUARDRAIL, "execution_backend",
-				    "the local backend is refused in the prod project '%s' without an admin exception",
-				    str(project, "name") ? str(project, "name") : "");
+		                    "the local backend is refused in the prod project '%s' without an admin exception",
+		                    str(project, "name") ? str(project, "name") : "");
 	*initial_status = UH_RUN_QUEUED;
 	if (prod && json_is_true(json_object_get(job, "critical")))
 		*initial_status = UH_RUN_PENDING_APPROVAL;
@@ -115,6 +115,6 @@ int uh_guardrail_dispatch(const struct uh_config *cfg, const struct uh_run *run,
 	if (env && strcmp(env, "prod") == 0 && run->backend && strcmp(run->backend, "local") == 0 &&
 	    !cfg->guardrails.prod_local_allowed)
 		return uh_error_set(err, UH_E_GUARDRAIL, "exception_revoked",
-				    "the local backend is refused in prod and no exception covers this run");
+		                    "the local backend is refused in prod and no exception covers this run");
 	return 0;
 }

@@ -14,7 +14,7 @@
  * project's config, with the job's merged over it key by key when both name
  * the same backend, else the job's alone. New references. */
 int uh_effective_config(const json_t *project, const json_t *job, char **backend, json_t **config,
-			struct uh_error *err);
+                        struct uh_error *err);
 
 /* Check a trigger's parameters (object NAME -> string) against the job's
  * declared names. Error field "parameters.NAME". */
@@ -30,7 +30,7 @@ json_t *uh_job_env_names(const json_t *job);
 /* Guardrails at trigger: UH_E_GUARDRAIL when refused (message says why),
  * else *initial_status is queued or pending_approval. */
 int uh_guardrail_trigger(const struct uh_config *cfg, const json_t *project, const json_t *job, const char *backend,
-			 int *initial_status, struct uh_error *err);
+                         int *initial_status, struct uh_error *err);
 /* Guardrails again just before the backend is instantiated. On refusal
  * err->field holds the run reason ("exception_revoked"). */
 int uh_guardrail_dispatch(const struct uh_config *cfg, const struct uh_run *run, struct uh_error *err);

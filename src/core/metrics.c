@@ -47,7 +47,7 @@ void uh_metrics_dispatch(double s)
 void uh_metrics_render(struct uh_buf *out)
 {
 	uh_buf_appends(out, "# HELP uhub_http_requests_total HTTP requests answered.\n"
-			    "# TYPE uhub_http_requests_total counter\n");
+	                    "# TYPE uhub_http_requests_total counter\n");
 	for (int m = 0; m < NMETHODS; m++)
 		for (int c = 0; c < NCLASSES; c++) {
 			unsigned long long v = atomic_load(&http[m][c]);
@@ -55,13 +55,13 @@ void uh_metrics_render(struct uh_buf *out)
 				continue;
 			if (classes[c])
 				uh_buf_printf(out, "uhub_http_requests_total{method=\"%s\",code=\"%d\"} %llu\n",
-					      methods[m], classes[c], v);
+				              methods[m], classes[c], v);
 			else
 				uh_buf_printf(out, "uhub_http_requests_total{method=\"%s\",code=\"other\"} %llu\n",
-					      methods[m], v);
+				              methods[m], v);
 		}
 	uh_buf_appends(out, "# HELP uhub_dispatch_latency_seconds Time from trigger to the backend start.\n"
-			    "# TYPE uhub_dispatch_latency_seconds histogram\n");
+	                    "# TYPE uhub_dispatch_latency_seconds histogram\n");
 	unsigned long long cum = 0;
 	for (int i = 0; i < NBOUNDS; i++) {
 		cum += atomic_load(&buckets[i]);

@@ -7,16 +7,16 @@
 #include "util/json.h"
 
 static const char *const names[UH_RUN__COUNT] = {
-	[UH_RUN_PENDING_APPROVAL] = "pending_approval",
-	[UH_RUN_QUEUED] = "queued",
-	[UH_RUN_RUNNING] = "running",
-	[UH_RUN_SUCCEEDED] = "succeeded",
-	[UH_RUN_FAILED] = "failed",
-	[UH_RUN_TIMED_OUT] = "timed_out",
-	[UH_RUN_CANCELED] = "canceled",
-	[UH_RUN_REJECTED] = "rejected",
-	[UH_RUN_ERROR] = "error",
-	[UH_RUN_LOST] = "lost",
+    [UH_RUN_PENDING_APPROVAL] = "pending_approval",
+    [UH_RUN_QUEUED] = "queued",
+    [UH_RUN_RUNNING] = "running",
+    [UH_RUN_SUCCEEDED] = "succeeded",
+    [UH_RUN_FAILED] = "failed",
+    [UH_RUN_TIMED_OUT] = "timed_out",
+    [UH_RUN_CANCELED] = "canceled",
+    [UH_RUN_REJECTED] = "rejected",
+    [UH_RUN_ERROR] = "error",
+    [UH_RUN_LOST] = "lost",
 };
 
 const char *uh_run_status_name(int s)
@@ -39,16 +39,16 @@ bool uh_run_status_terminal(int s)
 
 #define B(x) (1u << (x))
 static const unsigned allowed[UH_RUN__COUNT] = {
-	/* rejected: reject, approval_expired, exception_revoked; canceled: a
-	 * requester may withdraw a pending run. */
-	[UH_RUN_PENDING_APPROVAL] = B(UH_RUN_QUEUED) | B(UH_RUN_REJECTED) | B(UH_RUN_CANCELED),
-	/* pending_approval: approval void; rejected: exception revoked before
-	 * dispatch; error: secrets or backend refused before anything ran;
-	 * canceled: cancel before dispatch; lost: a node died holding it. */
-	[UH_RUN_QUEUED] = B(UH_RUN_RUNNING) | B(UH_RUN_PENDING_APPROVAL) | B(UH_RUN_REJECTED) | B(UH_RUN_ERROR) |
-			  B(UH_RUN_CANCELED) | B(UH_RUN_LOST),
-	[UH_RUN_RUNNING] = B(UH_RUN_SUCCEEDED) | B(UH_RUN_FAILED) | B(UH_RUN_TIMED_OUT) | B(UH_RUN_CANCELED) |
-			   B(UH_RUN_ERROR) | B(UH_RUN_LOST),
+    /* rejected: reject, approval_expired, exception_revoked; canceled: a
+     * requester may withdraw a pending run. */
+    [UH_RUN_PENDING_APPROVAL] = B(UH_RUN_QUEUED) | B(UH_RUN_REJECTED) | B(UH_RUN_CANCELED),
+    /* pending_approval: approval void; rejected: exception revoked before
+     * dispatch; error: secrets or backend refused before anything ran;
+     * canceled: cancel before dispatch; lost: a node died holding it. */
+    [UH_RUN_QUEUED] = B(UH_RUN_RUNNING) | B(UH_RUN_PENDING_APPROVAL) | B(UH_RUN_REJECTED) | B(UH_RUN_ERROR) |
+                      B(UH_RUN_CANCELED) | B(UH_RUN_LOST),
+    [UH_RUN_RUNNING] = B(UH_RUN_SUCCEEDED) | B(UH_RUN_FAILED) | B(UH_RUN_TIMED_OUT) | B(UH_RUN_CANCELED) |
+                       B(UH_RUN_ERROR) | B(UH_RUN_LOST),
 };
 #undef B
 
@@ -62,10 +62,22 @@ bool uh_run_transition_allowed(int from, int to)
 bool uh_run_reason_known(const char *reason)
 {
 	static const char *const reasons[] = {
-		"exit_code",          "signal",              "timeout",          "canceled",        "oom",
-		"not_whitelisted",    "approval_rejected",   "approval_expired", "exception_revoked",
-		"secret_unavailable", "backend_unavailable", "backend_error",    "daemon_restart",  "lease_expired",
-		"shutdown",           "approval_void",
+	    "exit_code",
+	    "signal",
+	    "timeout",
+	    "canceled",
+	    "oom",
+	    "not_whitelisted",
+	    "approval_rejected",
+	    "approval_expired",
+	    "exception_revoked",
+	    "secret_unavailable",
+	    "backend_unavailable",
+	    "backend_error",
+	    "daemon_restart",
+	    "lease_expired",
+	    "shutdown",
+	    "approval_void",
 	};
 	for (size_t i = 0; reason && i < sizeof(reasons) / sizeof(reasons[0]); i++)
 		if (strcmp(reasons[i], reason) == 0)
@@ -125,7 +137,7 @@ json_t *uh_run_to_json(const struct uh_run *r)
 	json_object_set_new(j, "log_truncated", json_boolean(r->log_truncated));
 	json_object_set_new(j, "retry_of", id_or_null(r->retry_of));
 	json_object_set_new(j, "effective_config",
-			    r->effective_config ? json_incref(r->effective_config) : json_null());
+	                    r->effective_config ? json_incref(r->effective_config) : json_null());
 	return j;
 }
 

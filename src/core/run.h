@@ -49,7 +49,7 @@ struct uh_run {
 	char approved_by[UH_ID_MAX];
 	char rejected_by[UH_ID_MAX];
 	char canceled_by[UH_ID_MAX];
-	json_t *comments; /* array of {"by","at","action","comment"} */
+	json_t *comments;                            /* array of {"by","at","action","comment"} */
 	int64_t created_at, started_at, finished_at; /* microseconds, 0 = null */
 	bool has_exit_code;
 	int exit_code;

@@ -51,10 +51,10 @@ struct daemon {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: uhub serve [--config FILE] [--listen HOST:PORT] [--db URL] [--log-level LEVEL]\n"
-		   "  --config FILE      JSON server config (also UHUB_CONFIG)\n"
-		   "  --listen HOST:PORT address to serve on (also UHUB_LISTEN)\n"
-		   "  --db URL           sqlite:PATH or postgres://... (also UHUB_DB)\n"
-		   "  --log-level LEVEL  debug, info, warn or error\n");
+	           "  --config FILE      JSON server config (also UHUB_CONFIG)\n"
+	           "  --listen HOST:PORT address to serve on (also UHUB_LISTEN)\n"
+	           "  --db URL           sqlite:PATH or postgres://... (also UHUB_DB)\n"
+	           "  --log-level LEVEL  debug, info, warn or error\n");
 }
 
 /* Overwrite an environment variable's value in place, so it is gone from
@@ -73,7 +73,7 @@ static int read_token_file(const char *path, char *out, size_t outlen, struct uh
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return uh_error_set(err, UH_E_INVALID_CONFIG, "UHUB_BOOTSTRAP_TOKEN_FILE", "cannot read '%s': %s", path,
-				    strerror(errno));
+		                    strerror(errno));
 	ssize_t got = read(fd, out, outlen - 1);
 	close(fd);
 	if (got < 0)
@@ -113,7 +113,7 @@ static int bootstrap(struct daemon *d, const char *db_path, struct uh_error *err
 	if (strlen(token) < 32) {
 		uh_memzero(token, sizeof(token));
 		return uh_error_set(err, UH_E_INVALID_CONFIG, "UHUB_BOOTSTRAP_TOKEN",
-				    "the bootstrap token must be at least 32 characters");
+		                    "the bootstrap token must be at least 32 characters");
 	}
 	char hash[65];
 	uh_sha256_hex(token, strlen(token), hash);
@@ -209,7 +209,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	draining = 1;
 	if (d->signals == 1) {
 		uh_info("%s: no new runs; running runs get shutdown_grace_seconds=%lld", strsignal(signum),
-			(long long)d->cfg.shutdown_grace_s);
+		        (long long)d->cfg.shutdown_grace_s);
 		uh_supervisor_drain(d->sup, d->cfg.shutdown_grace_s, drained, d);
 	} else {
 		uh_info("%s again: canceling running runs now", strsignal(signum));
@@ -228,12 +228,10 @@ int uh_daemon_main(int argc, char **argv)
 	const char *config_path = getenv("UHUB_CONFIG");
 	const char *listen = getenv("UHUB_LISTEN");
 	const char *db = getenv("UHUB_DB");
-	static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-					     {"listen", required_argument, NULL, 'l'},
-					     {"db", required_argument, NULL, 'd'},
-					     {"log-level", required_argument, NULL, 'L'},
-					     {"help", no_argument, NULL, 'h'},
-					     {NULL, 0, NULL, 0}};
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'}, {"listen", required_argument, NULL, 'l'},
+	    {"db", required_argument, NULL, 'd'},     {"log-level", required_argument, NULL, 'L'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "c:l:d:L:h", opts, NULL)) != -1) {
@@ -344,12 +342,12 @@ int uh_daemon_main(int argc, char **argv)
 		return 70;
 	}
 	struct uh_api_deps deps = {
-		.store = d.store,
-		.cfg = &d.cfg,
-		.kick = uh_supervisor_kick,
-		.cancel = uh_supervisor_cancel,
-		.arg = d.sup,
-		.draining = &draining,
+	    .store = d.store,
+	    .cfg = &d.cfg,
+	    .kick = uh_supervisor_kick,
+	    .cancel = uh_supervisor_cancel,
+	    .arg = d.sup,
+	    .draining = &draining,
 	};
 	if (uh_api_start(&deps, &d.api, &err)) {
 		fprintf(stderr, "uhub: cannot serve on %s: %s\n", d.cfg.listen, err.message);

@@ -23,10 +23,10 @@
 #include "util/log.h"
 #include "util/time.h"
 
-#define FLUSH_MS 15
+#define FLUSH_MS        15
 #define BATCH_MAX_BYTES (1u << 20)
-#define DISPATCH_BATCH 256
-#define CHUNK_MAX (64 * 1024)
+#define DISPATCH_BATCH  256
+#define CHUNK_MAX       (64 * 1024)
 
 enum stop_reason { STOP_NONE = 0, STOP_CANCEL, STOP_TIMEOUT, STOP_SHUTDOWN };
 
@@ -197,7 +197,7 @@ static void arm_flush(struct uh_supervisor *s)
 }
 
 static int push_chunk(struct uh_supervisor *s, const char *run_id, int64_t offset, int stream, const char *data,
-		      size_t len, bool may_merge)
+                      size_t len, bool may_merge)
 {
 	/* Small writes coalesce into the previous chunk of the same stream. */
 	if (may_merge && s->n_chunks) {
@@ -269,7 +269,7 @@ static void flush(struct uh_supervisor *s)
 	}
 	for (size_t i = 0; i < s->n_chunks; i++)
 		cs[i] = (struct uh_log_chunk){s->chunks[i].run_id, s->chunks[i].offset, s->chunks[i].t,
-					      s->chunks[i].stream, s->chunks[i].data, s->chunks[i].len};
+		                              s->chunks[i].stream, s->chunks[i].data,   s->chunks[i].len};
 	for (size_t i = 0; i < s->n_drops; i++)
 		ds[i] = (struct uh_log_drop){s->drops[i].run_id, s->drops[i].from, s->drops[i].to};
 	struct uh_error err = {0};
@@ -378,7 +378,7 @@ static void on_persist(struct uh_run_handle *h)
 	struct uh_error err = {0};
 	if (uh_store_run_set_external_id(a->sup->store, a->run->id, h->external_id, &err))
 		uh_errorf("run=%s job=%s backend=%s cannot record its handle: %s", a->run->id, a->run->job_id,
-			  a->run->backend, err.message);
+		          a->run->backend, err.message);
 }
 
 /* ---- finishing ---- */
@@ -426,16 +426,16 @@ static void finish_active(struct active *a)
 }
 
 static void run_transition(struct uh_supervisor *s, struct uh_run *run, const struct uh_run_update *u,
-			   const char *action)
+                           const char *action)
 {
 	json_t *details = json_pack("{s:s,s:s,s:s?,s:s?}", "from", uh_run_status_name(u->from), "to",
-				    uh_run_status_name(u->to), "reason", u->reason, "backend", run->backend);
+	                            uh_run_status_name(u->to), "reason", u->reason, "backend", run->backend);
 	struct uh_audit_in a = {"system", action, run->id, details};
 	struct uh_error err = {0};
 	if (uh_store_run_transition(s->store, run->id, u, &a, &err))
 		uh_errorf("run=%s job=%s backend=%s transition %s -> %s failed: %s", run->id, run->job_id,
-			  run->backend ? run->backend : "", uh_run_status_name(u->from), uh_run_status_name(u->to),
-			  err.message);
+		          run->backend ? run->backend : "", uh_run_status_name(u->from), uh_run_status_name(u->to),
+		          err.message);
 	else
 		run->status = u->to;
 	json_decref(details);
@@ -463,7 +463,7 @@ static void on_finished(struct uh_run_handle *h, const struct uh_run_result *res
 		u.to = UH_RUN_TIMED_OUT;
 		u.reason = "timeout";
 		snprintf(msg, sizeof(msg), "stopped after timeout_seconds=%" PRId64,
-			 (int64_t)json_integer_value(json_object_get(a->run->effective_config, "timeout_seconds")));
+		         (int64_t)json_integer_value(json_object_get(a->run->effective_config, "timeout_seconds")));
 	} else if (res->kind == UH_RESULT_ERROR) {
 		u.to = UH_RUN_ERROR;
 		u.reason = res->reason ? res->reason : "backend_error";
@@ -473,7 +473,7 @@ static void on_finished(struct uh_run_handle *h, const struct uh_run_result *res
 		u.reason = "oom";
 		snprintf(msg, sizeof(msg), "killed by the memory limit");
 	} else if (res->kind == UH_RESULT_EXITED || res->kind == UH_RESULT_REMOTE_OK ||
-		   res->kind == UH_RESULT_REMOTE_FAIL) {
+	           res->kind == UH_RESULT_REMOTE_FAIL) {
 		bool ok = res->kind == UH_RESULT_REMOTE_OK || (res->kind == UH_RESULT_EXITED && res->exit_code == 0);
 		u.to = ok ? UH_RUN_SUCCEEDED : UH_RUN_FAILED;
 		u.reason = ok ? NULL : "exit_code";
@@ -491,7 +491,7 @@ static void on_finished(struct uh_run_handle *h, const struct uh_run_result *res
 	flush(s); /* all output stored before the run turns terminal */
 	run_transition(s, a->run, &u, "run.finish");
 	uh_info("run=%s job=%s backend=%s finished: %s%s%s", a->run->id, a->run->job_id, a->run->backend,
-		uh_run_status_name(u.to), u.reason ? " " : "", u.reason ? u.reason : "");
+	        uh_run_status_name(u.to), u.reason ? " " : "", u.reason ? u.reason : "");
 	finish_active(a);
 }
 
@@ -520,10 +520,10 @@ static void timeout_cb(uv_timer_t *t)
 /* ---- dispatch ---- */
 
 static void end_before_start(struct uh_supervisor *s, struct uh_run *run, int from, int to, const char *reason,
-			     const char *message)
+                             const char *message)
 {
-	struct uh_run_update u = {.from = from, .to = to, .reason = reason, .message = message,
-				  .finished_at = uh_now_us()};
+	struct uh_run_update u = {
+	    .from = from, .to = to, .reason = reason, .message = message, .finished_at = uh_now_us()};
 	run_transition(s, run, &u, "run.finish");
 }
 
@@ -547,14 +547,14 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 	}
 	if (uh_guardrail_dispatch(s->cfg, run, &err)) {
 		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_REJECTED, err.field[0] ? err.field : "exception_revoked",
-				 err.message);
+		                 err.message);
 		uh_run_free(run);
 		return;
 	}
 	const struct uh_backend_ops *ops = uh_backend_find(run->backend);
 	if (!ops) {
 		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_ERROR, "backend_unavailable",
-				 "the execution backend is not built in this uhub");
+		                 "the execution backend is not built in this uhub");
 		uh_run_free(run);
 		return;
 	}
@@ -589,18 +589,18 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 	json_t *cmd = json_object_get(run->spec, "command");
 	json_t *env = json_object_get(run->spec, "env");
 	struct uh_run_spec spec = {
-		.run_id = run->id,
-		.job_id = run->job_id,
-		.job_name = json_string_value(json_object_get(run->spec, "job_name")),
-		.project_id = run->project_id,
-		.project_name = json_string_value(json_object_get(run->spec, "project_name")),
-		.backend = run->backend,
-		.config = run->effective_config,
-		.command = json_is_array(cmd) ? cmd : NULL,
-		.env = json_is_object(env) ? env : NULL,
-		.secrets = NULL,
-		.n_secrets = 0,
-		.timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds")),
+	    .run_id = run->id,
+	    .job_id = run->job_id,
+	    .job_name = json_string_value(json_object_get(run->spec, "job_name")),
+	    .project_id = run->project_id,
+	    .project_name = json_string_value(json_object_get(run->spec, "project_name")),
+	    .backend = run->backend,
+	    .config = run->effective_config,
+	    .command = json_is_array(cmd) ? cmd : NULL,
+	    .env = json_is_object(env) ? env : NULL,
+	    .secrets = NULL,
+	    .n_secrets = 0,
+	    .timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds")),
 	};
 	if (spec.timeout_s <= 0)
 		spec.timeout_s = s->cfg->guardrails.default_timeout_s;
@@ -609,11 +609,13 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 		const char *reason = err.field[0] && uh_run_reason_known(err.field) ? err.field : "backend_error";
 		if (r == UH_E_UNAVAILABLE)
 			reason = "backend_unavailable";
-		uh_warn("run=%s job=%s backend=%s did not start: %s", run->id, run->job_id, run->backend,
-			err.message);
+		uh_warn("run=%s job=%s backend=%s did not start: %s", run->id, run->job_id, run->backend, err.message);
 		a->h = NULL;
-		struct uh_run_update e = {.from = UH_RUN_RUNNING, .to = UH_RUN_ERROR, .reason = reason,
-					  .message = err.message, .finished_at = uh_now_us()};
+		struct uh_run_update e = {.from = UH_RUN_RUNNING,
+		                          .to = UH_RUN_ERROR,
+		                          .reason = reason,
+		                          .message = err.message,
+		                          .finished_at = uh_now_us()};
 		run_transition(s, run, &e, "run.finish");
 		finish_active(a);
 		return;
@@ -731,8 +733,8 @@ void uh_supervisor_cancel(void *arg, const char *run_id)
 	uv_async_send(&s->wake);
 }
 
-int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_config *cfg,
-		      struct uh_supervisor **out, struct uh_error *err)
+int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_config *cfg, struct uh_supervisor **out,
+                      struct uh_error *err)
 {
 	struct uh_supervisor *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -769,11 +771,14 @@ int uh_supervisor_recover(struct uh_supervisor *s, struct uh_error *err)
 		struct uh_error e = {0};
 		if (uh_backend_settle(s->cfg, run->backend, run->id, run->external_id, &e))
 			uh_errorf("run=%s job=%s backend=%s could not be settled: %s", run->id, run->job_id,
-				  run->backend, e.message);
+			          run->backend, e.message);
 		char msg[256];
 		snprintf(msg, sizeof(msg), "uhub restarted while the run was running; its processes were ended");
-		struct uh_run_update u = {.from = UH_RUN_RUNNING, .to = UH_RUN_LOST, .reason = "daemon_restart",
-					  .message = msg, .finished_at = uh_now_us()};
+		struct uh_run_update u = {.from = UH_RUN_RUNNING,
+		                          .to = UH_RUN_LOST,
+		                          .reason = "daemon_restart",
+		                          .message = msg,
+		                          .finished_at = uh_now_us()};
 		run_transition(s, run, &u, "run.finish");
 		uh_warn("run=%s job=%s backend=%s lost: daemon_restart", run->id, run->job_id, run->backend);
 	}

@@ -13,8 +13,8 @@
 
 struct uh_supervisor;
 
-int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_config *cfg,
-		      struct uh_supervisor **out, struct uh_error *err);
+int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_config *cfg, struct uh_supervisor **out,
+                      struct uh_error *err);
 /* Settle runs a previous daemon left running (lost, daemon_restart), after
  * making sure nothing of them remains. Call once before serving. */
 int uh_supervisor_recover(struct uh_supervisor *s, struct uh_error *err);

@@ -33,8 +33,7 @@ struct uh_store_options {
 
 /* "sqlite:PATH": opens (creating 0600), sets WAL, runs pending migrations.
  * "postgres://...": UH_E_UNAVAILABLE "store 'postgres' is not built yet". */
-int uh_store_open(const char *url, const struct uh_store_options *opt, struct uh_store **out,
-		  struct uh_error *err);
+int uh_store_open(const char *url, const struct uh_store_options *opt, struct uh_store **out, struct uh_error *err);
 void uh_store_close(struct uh_store *s);
 /* The schema version after migrations. */
 int uh_store_schema_version(struct uh_store *s);
@@ -55,21 +54,20 @@ struct uh_audit_in {
 int uh_store_user_count(struct uh_store *s, int64_t *n, struct uh_error *err);
 /* UH_E_CONFLICT when the name is taken. */
 int uh_store_user_create(struct uh_store *s, const char *name, const char *role, const struct uh_audit_in *a,
-			 json_t **out, struct uh_error *err);
+                         json_t **out, struct uh_error *err);
 int uh_store_user_get(struct uh_store *s, const char *id, json_t **out, struct uh_error *err);
 int uh_store_user_list(struct uh_store *s, int limit, const char *before, json_t **items, char next[UH_CURSOR_MAX],
-		       struct uh_error *err);
+                       struct uh_error *err);
 /* role and/or disabled (role NULL / disabled < 0: unchanged). */
 int uh_store_user_update(struct uh_store *s, const char *id, const char *role, int disabled,
-			 const struct uh_audit_in *a, json_t **out, struct uh_error *err);
+                         const struct uh_audit_in *a, json_t **out, struct uh_error *err);
 
 /* hash_hex: SHA-256 of the token. expires_at 0: never. */
 int uh_store_token_create(struct uh_store *s, const char *user_id, const char hash_hex[65], int64_t expires_at,
-			  const struct uh_audit_in *a, char id_out[UH_ID_MAX], struct uh_error *err);
+                          const struct uh_audit_in *a, char id_out[UH_ID_MAX], struct uh_error *err);
 int uh_store_token_get(struct uh_store *s, const char *token_id, json_t **out, struct uh_error *err);
 /* Sets revoked_at; revoking twice is fine. */
-int uh_store_token_revoke(struct uh_store *s, const char *token_id, const struct uh_audit_in *a,
-			  struct uh_error *err);
+int uh_store_token_revoke(struct uh_store *s, const char *token_id, const struct uh_audit_in *a, struct uh_error *err);
 
 struct uh_principal {
 	char user_id[UH_ID_MAX];
@@ -80,7 +78,7 @@ struct uh_principal {
 /* Who a token hash belongs to. UH_E_UNAUTHORIZED when unknown, expired
  * (expires_at <= now), revoked, or the user is disabled. */
 int uh_store_auth(struct uh_store *s, const char hash_hex[65], int64_t now_us, struct uh_principal *out,
-		  struct uh_error *err);
+                  struct uh_error *err);
 
 /* ---- projects ----
  * project: {"id","name","environment","execution_backend",
@@ -88,44 +86,43 @@ int uh_store_auth(struct uh_store *s, const char hash_hex[65], int64_t now_us, s
  *           "created_at","updated_at"}
  * `fields` is the validated object without id/created_at/updated_at. */
 int uh_store_project_create(struct uh_store *s, const json_t *fields, const struct uh_audit_in *a, json_t **out,
-			    struct uh_error *err);
+                            struct uh_error *err);
 int uh_store_project_get(struct uh_store *s, const char *id, json_t **out, struct uh_error *err);
 int uh_store_project_find(struct uh_store *s, const char *name, json_t **out, struct uh_error *err);
 /* member_user_id NULL: all projects; else only those the user is a member of.
  * name NULL: no filter. */
 int uh_store_project_list(struct uh_store *s, const char *member_user_id, const char *name, int limit,
-			  const char *before, json_t **items, char next[UH_CURSOR_MAX], struct uh_error *err);
+                          const char *before, json_t **items, char next[UH_CURSOR_MAX], struct uh_error *err);
 /* Replace the fields (the caller applied the merge patch and validated). */
 int uh_store_project_update(struct uh_store *s, const char *id, const json_t *fields, const struct uh_audit_in *a,
-			    json_t **out, struct uh_error *err);
+                            json_t **out, struct uh_error *err);
 /* Archive: hidden from get/find/list, name freed; its runs and audit stay.
  * UH_E_CONFLICT while any of its runs is pending_approval, queued or running. */
 int uh_store_project_archive(struct uh_store *s, const char *id, const struct uh_audit_in *a, struct uh_error *err);
 
 /* ---- members ----
  * member: {"project_id","user_id","name","role","added_at"} */
-int uh_store_member_add(struct uh_store *s, const char *project_id, const char *user_id,
-			const struct uh_audit_in *a, json_t **out, struct uh_error *err);
-int uh_store_member_remove(struct uh_store *s, const char *project_id, const char *user_id,
-			   const struct uh_audit_in *a, struct uh_error *err);
+int uh_store_member_add(struct uh_store *s, const char *project_id, const char *user_id, const struct uh_audit_in *a,
+                        json_t **out, struct uh_error *err);
+int uh_store_member_remove(struct uh_store *s, const char *project_id, const char *user_id, const struct uh_audit_in *a,
+                           struct uh_error *err);
 int uh_store_member_list(struct uh_store *s, const char *project_id, int limit, const char *before, json_t **items,
-			 char next[UH_CURSOR_MAX], struct uh_error *err);
+                         char next[UH_CURSOR_MAX], struct uh_error *err);
 int uh_store_is_member(struct uh_store *s, const char *project_id, const char *user_id, bool *out,
-		       struct uh_error *err);
+                       struct uh_error *err);
 
 /* ---- jobs ----
  * job: {"id","project_id","name","command"|null,"execution_backend"|null,
  *       "execution_backend_config"|null,"critical","env","secrets","parameters",
  *       "max_concurrent"|null,"retries","created_at","updated_at","updated_by"} */
-int uh_store_job_create(struct uh_store *s, const char *project_id, const json_t *fields,
-			const struct uh_audit_in *a, json_t **out, struct uh_error *err);
+int uh_store_job_create(struct uh_store *s, const char *project_id, const json_t *fields, const struct uh_audit_in *a,
+                        json_t **out, struct uh_error *err);
 int uh_store_job_get(struct uh_store *s, const char *id, json_t **out, struct uh_error *err);
-int uh_store_job_find(struct uh_store *s, const char *project_id, const char *name, json_t **out,
-		      struct uh_error *err);
+int uh_store_job_find(struct uh_store *s, const char *project_id, const char *name, json_t **out, struct uh_error *err);
 int uh_store_job_list(struct uh_store *s, const char *project_id, const char *name, int limit, const char *before,
-		      json_t **items, char next[UH_CURSOR_MAX], struct uh_error *err);
+                      json_t **items, char next[UH_CURSOR_MAX], struct uh_error *err);
 int uh_store_job_update(struct uh_store *s, const char *id, const json_t *fields, const struct uh_audit_in *a,
-			json_t **out, struct uh_error *err);
+                        json_t **out, struct uh_error *err);
 /* UH_E_CONFLICT while any of its runs is pending_approval, queued or running. */
 int uh_store_job_archive(struct uh_store *s, const char *id, const struct uh_audit_in *a, struct uh_error *err);
 
@@ -136,8 +133,8 @@ int uh_store_job_archive(struct uh_store *s, const char *id, const struct uh_aud
  * body hash again answers the first run in *existing (and inserts nothing);
  * another body hash: UH_E_CONFLICT. *existing is NULL when r was inserted. */
 int uh_store_run_create(struct uh_store *s, const struct uh_run *r, const char *idem_user, const char *idem_key,
-			const char *idem_body_hash, const struct uh_audit_in *a, struct uh_run **existing,
-			struct uh_error *err);
+                        const char *idem_body_hash, const struct uh_audit_in *a, struct uh_run **existing,
+                        struct uh_error *err);
 int uh_store_run_get(struct uh_store *s, const char *id, struct uh_run **out, struct uh_error *err);
 
 struct uh_run_filter {
@@ -146,12 +143,12 @@ struct uh_run_filter {
 	const char *member_user_id;      /* NULL: any project; else projects the user is a member of */
 };
 /* items: array of run objects (API shape). */
-int uh_store_run_list(struct uh_store *s, const struct uh_run_filter *f, int limit, const char *before,
-		      json_t **items, char next[UH_CURSOR_MAX], struct uh_error *err);
+int uh_store_run_list(struct uh_store *s, const struct uh_run_filter *f, int limit, const char *before, json_t **items,
+                      char next[UH_CURSOR_MAX], struct uh_error *err);
 
 /* Runs in a status, oldest first (dispatch, recovery). */
 int uh_store_runs_in_status(struct uh_store *s, int status, int limit, struct uh_run ***out, size_t *n,
-			    struct uh_error *err);
+                            struct uh_error *err);
 void uh_store_runs_free(struct uh_run **runs, size_t n);
 
 /* A change of status, applied only if the run is still in `from`
@@ -159,25 +156,25 @@ void uh_store_runs_free(struct uh_run **runs, size_t n);
  * value. The audit event is appended in the same transaction. */
 struct uh_run_update {
 	int from, to;
-	const char *reason, *message; /* NULL: unchanged */
+	const char *reason, *message;    /* NULL: unchanged */
 	int64_t started_at, finished_at; /* 0: unchanged */
 	bool set_exit_code;
 	int exit_code;
 	const char *approved_by, *rejected_by; /* NULL: unchanged */
-	const json_t *comment;                  /* appended to comments when not NULL */
-	bool log_truncated;                     /* set when true */
+	const json_t *comment;                 /* appended to comments when not NULL */
+	bool log_truncated;                    /* set when true */
 };
 int uh_store_run_transition(struct uh_store *s, const char *id, const struct uh_run_update *u,
-			    const struct uh_audit_in *a, struct uh_error *err);
+                            const struct uh_audit_in *a, struct uh_error *err);
 /* Record the backend's handle (container id, pid, ...) of a run. */
 int uh_store_run_set_external_id(struct uh_store *s, const char *id, const char *external_id, struct uh_error *err);
 /* Record a cancel request (canceled_by, cancel_requested) unless the run is
  * terminal (UH_E_CONFLICT). */
-int uh_store_run_request_cancel(struct uh_store *s, const char *id, const char *user_id,
-				const struct uh_audit_in *a, struct uh_error *err);
+int uh_store_run_request_cancel(struct uh_store *s, const char *id, const char *user_id, const struct uh_audit_in *a,
+                                struct uh_error *err);
 /* Counts by (backend, status) for /metrics: cb once per pair. */
 int uh_store_run_counts(struct uh_store *s, void (*cb)(void *arg, const char *backend, const char *status, int64_t n),
-			void *arg, struct uh_error *err);
+                        void *arg, struct uh_error *err);
 
 /* ---- logs ----
  * A run's output is a byte stream; each chunk sits at its byte offset in it.
@@ -196,12 +193,12 @@ struct uh_log_drop {
 	int64_t from, to; /* delete chunks whose offset is in [from, to) */
 };
 /* One transaction: insert chunks, delete dropped ranges. */
-int uh_store_log_write(struct uh_store *s, const struct uh_log_chunk *chunks, size_t n,
-		       const struct uh_log_drop *drops, size_t ndrops, struct uh_error *err);
+int uh_store_log_write(struct uh_store *s, const struct uh_log_chunk *chunks, size_t n, const struct uh_log_drop *drops,
+                       size_t ndrops, struct uh_error *err);
 /* Chunks with offset >= from, in order, up to about max_bytes (at least one
  * chunk if any). cb returns non-zero to stop early. */
 int uh_store_log_read(struct uh_store *s, const char *run_id, int64_t from, size_t max_bytes,
-		      int (*cb)(void *arg, const struct uh_log_chunk *c), void *arg, struct uh_error *err);
+                      int (*cb)(void *arg, const struct uh_log_chunk *c), void *arg, struct uh_error *err);
 /* End offset of the stored output (offset + len of the last chunk), 0 if none. */
 int uh_store_log_end(struct uh_store *s, const char *run_id, int64_t *end, struct uh_error *err);
 
@@ -211,7 +208,7 @@ int uh_store_audit_append(struct uh_store *s, const struct uh_audit_in *a, struc
 /* since: RFC 3339 time or NULL; actor/target NULL: any.
  * event: {"seq","at","actor","action","target","details","prev","hash"} */
 int uh_store_audit_list(struct uh_store *s, const char *since, const char *actor, const char *target, int limit,
-			const char *before, json_t **items, char next[UH_CURSOR_MAX], struct uh_error *err);
+                        const char *before, json_t **items, char next[UH_CURSOR_MAX], struct uh_error *err);
 /* Walk the whole chain, check every HMAC, seq continuity, prev links and the
  * head file. {"ok":true,"events":N} or {"ok":false,"broken_at":SEQ,"events":N,
  * "problem":"..."}. */

@@ -14,7 +14,10 @@ struct uh_buf {
 	bool secret;
 };
 
-#define UH_BUF_INIT(maxbytes) {NULL, 0, 0, (maxbytes), false}
+#define UH_BUF_INIT(maxbytes)                 \
+	{                                     \
+		NULL, 0, 0, (maxbytes), false \
+	}
 
 void uh_buf_init(struct uh_buf *b, size_t max);
 /* 0, or UH_E_PAYLOAD_TOO_LARGE past max, or UH_E_INTERNAL on ENOMEM. */

@@ -11,7 +11,7 @@ static const struct {
 	int status;
 } table[] = {
 #define UH_X_ROW(e, n, s) {UH_E_##e, n, s},
-	UH_ERRNO_MAP(UH_X_ROW)
+    UH_ERRNO_MAP(UH_X_ROW)
 #undef UH_X_ROW
 };
 

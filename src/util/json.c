@@ -53,7 +53,7 @@ json_t *uh_json_parse(const char *data, size_t len, bool want_object, struct uh_
 {
 	if (len == 0) {
 		uh_error_set(err, UH_E_INVALID_REQUEST, NULL, "request body is empty, a JSON %s was expected",
-			     want_object ? "object" : "value");
+		             want_object ? "object" : "value");
 		return NULL;
 	}
 	if (memchr(data, '\0', len)) {
@@ -68,7 +68,7 @@ json_t *uh_json_parse(const char *data, size_t len, bool want_object, struct uh_
 	json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
 	if (!j) {
 		uh_error_set(err, UH_E_INVALID_REQUEST, NULL, "malformed JSON at line %d column %d: %s", je.line,
-			     je.column, je.text);
+		             je.column, je.text);
 		return NULL;
 	}
 	if (!depth_ok(j, 0)) {
@@ -126,7 +126,7 @@ int uh_json_get_bool(const json_t *obj, const char *key, bool *out, const char *
 }
 
 int uh_json_get_int(const json_t *obj, const char *key, int64_t min, int64_t max, int64_t *out, const char *path,
-		    struct uh_error *err)
+                    struct uh_error *err)
 {
 	json_t *v = json_object_get(obj, key);
 	if (!v)
@@ -138,7 +138,7 @@ int uh_json_get_int(const json_t *obj, const char *key, int64_t min, int64_t max
 	json_int_t x = json_integer_value(v);
 	if (x < min || x > max)
 		return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must be between %lld and %lld", f,
-				    (long long)min, (long long)max);
+		                    (long long)min, (long long)max);
 	*out = x;
 	return 0;
 }

@@ -24,7 +24,7 @@ char *uh_json_dump(const json_t *j);
 int uh_json_get_str(const json_t *obj, const char *key, const char **out, const char *path, struct uh_error *err);
 int uh_json_get_bool(const json_t *obj, const char *key, bool *out, const char *path, struct uh_error *err);
 int uh_json_get_int(const json_t *obj, const char *key, int64_t min, int64_t max, int64_t *out, const char *path,
-		    struct uh_error *err);
+                    struct uh_error *err);
 
 /* Reject any key of obj not in the NULL-terminated list `allowed`; field
  * named "path.key" (or "key"). */

@@ -17,13 +17,15 @@ void uh_log_write(int level, const char *fmt, ...)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s ", tm.tm_year + 1900,
-			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-			 names[level < 0 || level > 3 ? 3 : level]);
+	                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+	                 names[level < 0 || level > 3 ? 3 : level]);
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);
-	size_t len = (size_t)n + (m < 0 ? 0 : ((size_t)m >= sizeof(line) - (size_t)n - 1 ? sizeof(line) - (size_t)n - 2 : (size_t)m));
+	size_t len =
+	    (size_t)n +
+	    (m < 0 ? 0 : ((size_t)m >= sizeof(line) - (size_t)n - 1 ? sizeof(line) - (size_t)n - 2 : (size_t)m));
 	line[len++] = '\n';
 	ssize_t w = write(STDERR_FILENO, line, len);
 	(void)w;

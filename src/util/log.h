@@ -10,14 +10,14 @@ extern int uh_log_level;
 
 void uh_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define uh_log(level, ...)                                                     \
-	do {                                                                   \
-		if ((level) >= uh_log_level)                                   \
-			uh_log_write((level), __VA_ARGS__);                    \
+#define uh_log(level, ...)                                  \
+	do {                                                \
+		if ((level) >= uh_log_level)                \
+			uh_log_write((level), __VA_ARGS__); \
 	} while (0)
-#define uh_debug(...) uh_log(UH_LOG_DEBUG, __VA_ARGS__)
-#define uh_info(...) uh_log(UH_LOG_INFO, __VA_ARGS__)
-#define uh_warn(...) uh_log(UH_LOG_WARN, __VA_ARGS__)
+#define uh_debug(...)  uh_log(UH_LOG_DEBUG, __VA_ARGS__)
+#define uh_info(...)   uh_log(UH_LOG_INFO, __VA_ARGS__)
+#define uh_warn(...)   uh_log(UH_LOG_WARN, __VA_ARGS__)
 #define uh_errorf(...) uh_log(UH_LOG_ERROR, __VA_ARGS__)
 
 #endif

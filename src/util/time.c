@@ -28,7 +28,7 @@ void uh_time_format(int64_t us, char out[32])
 	struct tm tm;
 	gmtime_r(&s, &tm);
 	snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-		 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000));
+	         tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000));
 }
 
 static int digits(const char **p, int n, int *out)

@@ -70,7 +70,8 @@ static void test_config(void)
 	uh_config_free(&cfg);
 	/* The SPEC §7 example config parses as it stands. */
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/docs/uhub.json.example", getenv("UH_SOURCE_DIR") ? getenv("UH_SOURCE_DIR") : ".");
+	snprintf(path, sizeof(path), "%s/docs/uhub.json.example",
+	         getenv("UH_SOURCE_DIR") ? getenv("UH_SOURCE_DIR") : ".");
 	uh_config_defaults(&cfg, NULL);
 	int r = uh_config_load(path, &cfg, &err);
 	if (r)
@@ -121,11 +122,27 @@ static void test_state_machine(void)
 	struct uh_run *r = uh_run_new();
 	snprintf(r->id, sizeof(r->id), "r_x");
 	json_t *j = uh_run_to_json(r);
-	static const char *keys[] = {"id",          "job_id",      "project_id",  "status",     "reason",
-				     "message",     "backend",     "parameters",  "requested_by", "approved_by",
-				     "rejected_by", "canceled_by", "comments",    "created_at", "started_at",
-				     "finished_at", "exit_code",   "external_id", "log_truncated", "retry_of",
-				     "effective_config"};
+	static const char *keys[] = {"id",
+	                             "job_id",
+	                             "project_id",
+	                             "status",
+	                             "reason",
+	                             "message",
+	                             "backend",
+	                             "parameters",
+	                             "requested_by",
+	                             "approved_by",
+	                             "rejected_by",
+	                             "canceled_by",
+	                             "comments",
+	                             "created_at",
+	                             "started_at",
+	                             "finished_at",
+	                             "exit_code",
+	                             "external_id",
+	                             "log_truncated",
+	                             "retry_of",
+	                             "effective_config"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		CHECK(json_object_get(j, keys[i]) != NULL);
 	CHECK(json_object_size(j) == sizeof(keys) / sizeof(keys[0]));
@@ -159,7 +176,7 @@ static void test_audit_hash(void)
 static void test_merge(void)
 {
 	json_t *p = json_pack("{s:s,s:s,s:{s:i,s:s}}", "name", "web", "execution_backend", "local",
-			      "execution_backend_config", "timeout_seconds", 30, "network", "none");
+	                      "execution_backend_config", "timeout_seconds", 30, "network", "none");
 	json_t *j = json_pack("{s:s,s:{s:i}}", "name", "deploy", "execution_backend_config", "timeout_seconds", 5);
 	char *backend = NULL;
 	json_t *cfg = NULL;
