@@ -34,7 +34,7 @@ echo "uhub is serving on $UHUB_URL (log: .quickstart/uhub.log)"
 build/uhub project show example >/dev/null 2>&1 ||
   build/uhub project create example --env dev --backend local >/dev/null
 build/uhub job show example/hello >/dev/null 2>&1 ||
-  build/uhub job create example hello --param TARGET -- /usr/bin/ansible-playbook /var/lib/uhub/examples/hello.yml >/dev/null
+  build/uhub job create example hello --param TARGET -- /usr/bin/ansible-playbook -i localhost, /var/lib/uhub/examples/hello.yml >/dev/null
 echo "running example/hello (ansible-playbook through the Local backend):"
 set +e
 build/uhub run example/hello -p TARGET=quickstart --follow
