@@ -1229,19 +1229,11 @@ int main(void)
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	uv_loop_init(&loop);
 
-	/* The test root: in the build tree (root-owned 0755 chain), not /tmp,
-	 * because a run's /tmp is its own tmpfs. */
-	const char *bd = getenv("UH_BUILD_DIR");
-	char exe[256];
-	if (!bd) {
-		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-		exe[n > 0 ? n : 0] = 0;
-		char *s = strrchr(exe, '/');
-		if (s)
-			*s = 0;
-		bd = exe;
-	}
-	sfmt(base, sizeof(base), "%s/local-test.XXXXXX", bd);
+	/* The test root: a root-owned 0755 chain outside /tmp (a run's /tmp is
+	 * its own tmpfs), wherever the tree itself was checked out. */
+	mkdir("/var/lib/uhub-tests", 0755);
+	chmod("/var/lib/uhub-tests", 0755);
+	sfmt(base, sizeof(base), "/var/lib/uhub-tests/local-test.XXXXXX");
 	if (!mkdtemp(base)) {
 		perror("mkdtemp");
 		return 1;
