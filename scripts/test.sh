@@ -31,7 +31,8 @@ stage "tests: unit, fuzz corpora, integration" 1200
 stage "build with AddressSanitizer + UBSan" 400
 scripts/build.sh build-asan -DUH_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 stage "tests under ASan + UBSan" 1800
-(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+(cd build-asan && UH_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:quarantine_size_mb=64 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure --timeout 1800)
 
 stage "fuzz smoke (libFuzzer, 20 s a target)" 400

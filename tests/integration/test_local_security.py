@@ -322,7 +322,10 @@ def test_output_flood_keeps_the_daemon_responsive_and_bounded(server, proj):
     assert body.startswith(b"flooding the log\n") and b"bytes omitted]" in body
     with open(f"/proc/{server.pid}/status") as f:
         rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    assert rss < 256 * 1024, f"the daemon holds {rss // 1024} MiB after an output flood"
+    # AddressSanitizer keeps freed memory in quarantine and adds its shadow:
+    # the bound is the product's own only in a plain build.
+    bound = 1024 if os.environ.get("UH_SANITIZED") else 256
+    assert rss < bound * 1024, f"the daemon holds {rss // 1024} MiB after an output flood"
 
 
 FLOOD = """
