@@ -92,7 +92,8 @@ static int job_project(struct uh_api_req *r, json_t **project, struct uh_error *
 {
 	const char *pid = json_string_value(json_object_get(r->job, "project_id"));
 	int rc = uh_store_project_get(r->deps->store, pid ? pid : "", project, err);
-	return rc ? uh_api_not_found(rc, err, "job", r->params[0]) : 0;
+	const char *jid = json_string_value(json_object_get(r->job, "id"));
+	return rc ? uh_api_not_found(rc, err, "job", jid ? jid : r->params[0]) : 0;
 }
 
 int uh_h_job_patch(struct uh_api_req *r, struct uh_error *err)
@@ -153,42 +154,40 @@ int uh_h_job_delete(struct uh_api_req *r, struct uh_error *err)
 }
 
 /* A refused trigger is audited too (SPEC §1 "every guardrail decision"). */
-static void audit_refusal(struct uh_api_req *r, const char *backend, const struct uh_error *why)
+static void audit_refusal(struct uh_api_req *r, const char *job_id, const char *backend, const struct uh_error *why)
 {
-	json_t *details = json_pack("{s:s?,s:s?,s:s?,s:s}", "job_id", r->params[0], "project_id",
+	json_t *details = json_pack("{s:s?,s:s?,s:s?,s:s}", "job_id", job_id, "project_id",
 	                            json_string_value(json_object_get(r->job, "project_id")), "backend", backend,
 	                            "reason", why->message);
-	struct uh_audit_in a = uh_api_audit(r, "run.refused", r->params[0], details);
+	struct uh_audit_in a = uh_api_audit(r, "run.refused", job_id, details);
 	struct uh_error e = {0};
 	if (uh_store_audit_append(r->deps->store, &a, &e))
-		uh_errorf("api: cannot audit a refused trigger of job=%s: %s", r->params[0], e.message);
+		uh_errorf("api: cannot audit a refused trigger of job=%s: %s", job_id, e.message);
 	json_decref(details);
 }
 
-int uh_h_run_trigger(struct uh_api_req *r, struct uh_error *err)
+int uh_api_run_create(struct uh_api_req *r, const json_t *params, const char *rerun_of, const char *idem,
+                      struct uh_error *err)
 {
-	const char *job_id = r->params[0];
+	const char *job_id = json_string_value(json_object_get(r->job, "id"));
+	if (!job_id)
+		return uh_error_set(err, UH_E_INTERNAL, NULL, "the job has no id");
 	if (r->deps->draining && *r->deps->draining)
 		return uh_error_set(err, UH_E_UNAVAILABLE, NULL, "the daemon is shutting down and takes no new runs");
-	const char *idem = uh_api_header(r, "Idempotency-Key");
-	if (idem && !uh_api_idem_key_ok(idem))
-		return uh_error_set(err, UH_E_INVALID_REQUEST, "Idempotency-Key",
-		                    "'Idempotency-Key' must be 1 to 255 visible ASCII characters");
 
-	json_t *params = NULL, *project = NULL, *config = NULL, *spec = NULL, *details = NULL;
+	json_t *project = NULL, *config = NULL, *spec = NULL, *details = NULL;
 	char *backend = NULL;
 	struct uh_run *run = NULL, *existing = NULL;
-	int rc = uh_api_validate_trigger(r->json, &params, err);
-	if (rc)
-		return rc;
+	int rc;
 	if ((rc = job_project(r, &project, err)) || (rc = uh_check_parameters(r->job, params, err)) ||
 	    (rc = uh_api_check_secret_refs(json_object_get(r->job, "secrets"), project, err)) ||
 	    (rc = check_effective(r->deps->cfg, project, r->job, &backend, &config, err)))
 		goto out;
 	int status = UH_RUN_QUEUED;
-	if ((rc = uh_guardrail_trigger(r->deps->cfg, project, r->job, backend, &status, err))) {
+	if ((rc = uh_guardrail_trigger(r->deps->cfg, project, r->job, backend,
+	                               uh_api_exception_live(r, project, job_id, backend), &status, err))) {
 		if (rc == UH_E_GUARDRAIL)
-			audit_refusal(r, backend, err);
+			audit_refusal(r, job_id, backend, err);
 		goto out;
 	}
 
@@ -203,7 +202,7 @@ int uh_h_run_trigger(struct uh_api_req *r, struct uh_error *err)
 	run->status = status;
 	run->backend = backend;
 	backend = NULL;
-	run->parameters = json_incref(params);
+	run->parameters = json_deep_copy(params);
 	snprintf(run->requested_by, sizeof(run->requested_by), "%s", r->who.user_id);
 	run->created_at = uh_now_us();
 	run->effective_config = json_incref(config);
@@ -218,17 +217,21 @@ int uh_h_run_trigger(struct uh_api_req *r, struct uh_error *err)
 	json_object_set_new(spec, "project_name", json_string(json_string_value(json_object_get(project, "name"))));
 	json_object_set_new(spec, "project_environment",
 	                    json_string(json_string_value(json_object_get(project, "environment"))));
-	/* Concurrency limits as they stand at trigger time. */
+	/* Concurrency limits and retries as they stand at trigger time. */
 	json_t *jmax = json_object_get(r->job, "max_concurrent"), *pmax = json_object_get(project, "max_concurrent");
 	json_object_set_new(spec, "max_concurrent", json_is_integer(jmax) ? json_incref(jmax) : json_null());
 	json_object_set_new(spec, "project_max_concurrent", json_is_integer(pmax) ? json_incref(pmax) : json_null());
+	json_t *retries = json_object_get(r->job, "retries");
+	json_object_set_new(spec, "retries", json_integer(json_is_integer(retries) ? json_integer_value(retries) : 0));
 	run->spec = json_incref(spec);
 
 	char body_hash[65];
 	uh_sha256_hex(r->body ? r->body : "", r->body_len, body_hash);
 	details = json_pack("{s:s,s:s,s:s,s:s,s:O}", "job_id", job_id, "project_id", run->project_id, "status",
 	                    uh_run_status_name(status), "backend", run->backend, "parameters", params);
-	struct uh_audit_in a = uh_api_audit(r, "run.create", run->id, details);
+	if (rerun_of)
+		json_object_set_new(details, "rerun_of", json_string(rerun_of));
+	struct uh_audit_in a = uh_api_audit(r, rerun_of ? "run.rerun" : "run.create", run->id, details);
 	if ((rc = uh_store_run_create(r->deps->store, run, idem ? r->who.user_id : NULL, idem, idem ? body_hash : NULL,
 	                              &a, &existing, err))) {
 		if (rc == UH_E_CONFLICT && idem && err) {
@@ -254,6 +257,22 @@ out:
 	json_decref(spec);
 	json_decref(config);
 	json_decref(project);
+	return rc;
+}
+
+int uh_h_run_trigger(struct uh_api_req *r, struct uh_error *err)
+{
+	if (r->deps->draining && *r->deps->draining)
+		return uh_error_set(err, UH_E_UNAVAILABLE, NULL, "the daemon is shutting down and takes no new runs");
+	const char *idem = uh_api_header(r, "Idempotency-Key");
+	if (idem && !uh_api_idem_key_ok(idem))
+		return uh_error_set(err, UH_E_INVALID_REQUEST, "Idempotency-Key",
+		                    "'Idempotency-Key' must be 1 to 255 visible ASCII characters");
+	json_t *params = NULL;
+	int rc = uh_api_validate_trigger(r->json, &params, err);
+	if (rc)
+		return rc;
+	rc = uh_api_run_create(r, params, NULL, idem, err);
 	json_decref(params);
 	return rc;
 }

@@ -186,9 +186,29 @@ int uh_h_run_trigger(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_list(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_get(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_cancel(struct uh_api_req *r, struct uh_error *err);
+int uh_h_run_rerun(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_logs(struct uh_api_req *r, struct uh_error *err);
 int uh_h_audit_list(struct uh_api_req *r, struct uh_error *err);
 int uh_h_audit_verify(struct uh_api_req *r, struct uh_error *err);
+/* Guardrails (h_guard.c). */
+int uh_h_exception_create(struct uh_api_req *r, struct uh_error *err);
+int uh_h_exception_list(struct uh_api_req *r, struct uh_error *err);
+int uh_h_exception_delete(struct uh_api_req *r, struct uh_error *err);
+int uh_h_run_approve(struct uh_api_req *r, struct uh_error *err);
+int uh_h_run_reject(struct uh_api_req *r, struct uh_error *err);
+/* Whether a live exception lets `backend` run the job in its project now
+ * (only asked for local in prod; false otherwise or when the store fails:
+ * fail closed). A use is audited ("guardrail.exception_used"). */
+bool uh_api_exception_live(struct uh_api_req *r, const json_t *project, const char *job_id, const char *backend);
+
+/* The trigger path (h_jobs.c), shared by POST /jobs/{id}/runs and rerun:
+ * a new run of r->job (loaded) with params (checked against the job again),
+ * through the effective config and the trigger guardrails; audited
+ * "run.create", or "run.rerun" naming rerun_of when set; idem (or NULL) is
+ * the Idempotency-Key. Answers 201 with the run (200 with the first run for
+ * a replayed key). */
+int uh_api_run_create(struct uh_api_req *r, const json_t *params, const char *rerun_of, const char *idem,
+                      struct uh_error *err);
 
 /* ---- Pure validators (validate.c): no store, no network ----------------- */
 

@@ -93,6 +93,18 @@ static const char schemas_json[] =
 "  \"exit_code\":{\"type\":\"integer\",\"nullable\":true},\"external_id\":{\"type\":\"string\",\"nullable\":true},"
 "  \"log_truncated\":{\"type\":\"boolean\"},\"retry_of\":{\"type\":\"string\",\"nullable\":true},"
 "  \"effective_config\":{\"type\":\"object\",\"nullable\":true}}},"
+"\"RunDecision\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+"  \"comment\":{\"type\":\"string\",\"maxLength\":4000,\"nullable\":true}}},"
+"\"ExceptionInput\":{\"type\":\"object\",\"additionalProperties\":false,"
+"  \"required\":[\"project_id\",\"reason\",\"expires_at\"],\"properties\":{"
+"  \"project_id\":{\"type\":\"string\"},\"job_id\":{\"type\":\"string\",\"nullable\":true},"
+"  \"reason\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":1000},"
+"  \"expires_at\":{\"type\":\"string\",\"format\":\"date-time\",\"description\":\"in the future\"}}},"
+"\"Exception\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},"
+"  \"project_id\":{\"type\":\"string\"},\"job_id\":{\"type\":\"string\",\"nullable\":true},"
+"  \"reason\":{\"type\":\"string\"},\"expires_at\":{\"type\":\"string\",\"format\":\"date-time\"},"
+"  \"created_by\":{\"type\":\"string\"},\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},"
+"  \"live\":{\"type\":\"boolean\",\"description\":\"not expired yet\"}}},"
 "\"AuditEvent\":{\"type\":\"object\",\"properties\":{\"seq\":{\"type\":\"integer\"},"
 "  \"at\":{\"type\":\"string\",\"format\":\"date-time\"},\"actor\":{\"type\":\"string\"},\"action\":{\"type\":\"string\"},"
 "  \"target\":{\"type\":\"string\",\"nullable\":true},\"details\":{\"type\":\"object\"},\"prev\":{\"type\":\"string\"},"
@@ -106,8 +118,8 @@ static const char schemas_json[] =
 static const struct {
 	const char *list, *item;
 } lists[] = {
-    {"UserList", "User"}, {"ProjectList", "Project"}, {"MemberList", "Member"},
-    {"JobList", "Job"},   {"RunList", "Run"},         {"AuditList", "AuditEvent"},
+    {"UserList", "User"}, {"ProjectList", "Project"},  {"MemberList", "Member"},       {"JobList", "Job"},
+    {"RunList", "Run"},   {"AuditList", "AuditEvent"}, {"ExceptionList", "Exception"},
 };
 
 static const struct {

@@ -86,6 +86,23 @@ const struct uh_api_route uh_api_routes[] = {
 	 "Accept,Last-Event-ID"),
 	R("POST", V1 "/runs/{id}/cancel", uh_h_run_cancel, UH_POL_PROJECT_OPERATE, UH_SCOPE_RUN, UH_BODY_OPTIONAL, NULL,
 	 202, NULL, "Run", NULL, "Cancel a run; it stays running until the kill lands"),
+	R("POST", V1 "/runs/{id}/rerun", uh_h_run_rerun, UH_POL_PROJECT_OPERATE, UH_SCOPE_RUN, UH_BODY_OPTIONAL, NULL,
+	 201, NULL, "Run", NULL,
+	 "Start a new run of the same job with the same parameters, through every guardrail again"),
+
+	R("POST", V1 "/runs/{id}/approve", uh_h_run_approve, UH_POL_PROJECT_MANAGE, UH_SCOPE_RUN, UH_BODY_OPTIONAL, NULL,
+	 200, "RunDecision", "Run", NULL,
+	 "Approve a run waiting in pending_approval (projets member or admin; never its requester nor the job's last editor)"),
+	R("POST", V1 "/runs/{id}/reject", uh_h_run_reject, UH_POL_PROJECT_MANAGE, UH_SCOPE_RUN, UH_BODY_OPTIONAL, NULL,
+	 200, "RunDecision", "Run", NULL,
+	 "Reject a run waiting in pending_approval (projets member or admin; never its requester nor the job's last editor)"),
+
+	R("POST", V1 "/exceptions", uh_h_exception_create, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_REQUIRED, NULL,
+	 201, "ExceptionInput", "Exception", NULL, "Create an exception letting the local backend run in prod for a project or job"),
+	R("GET", V1 "/exceptions", uh_h_exception_list, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_NONE, "limit,before",
+	 200, NULL, "ExceptionList", NULL, "List the exceptions not deleted, newest first"),
+	R("DELETE", V1 "/exceptions/{id}", uh_h_exception_delete, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_NONE, NULL,
+	 204, NULL, NULL, NULL, "Delete an exception; queued runs it covered end rejected (exception_revoked)"),
 
 	R("GET", V1 "/audit", uh_h_audit_list, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_NONE, "since,actor,target,limit,before",
 	 200, NULL, "AuditList", NULL, "Audit events, newest first"),

@@ -94,12 +94,17 @@ json_t *uh_job_env_names(const json_t *job)
 	return names;
 }
 
+bool uh_guardrail_needs_exception(const char *environment, const char *backend)
+{
+	return environment && strcmp(environment, "prod") == 0 && backend && strcmp(backend, "local") == 0;
+}
+
 int uh_guardrail_trigger(const struct uh_config *cfg, const json_t *project, const json_t *job, const char *backend,
-                         int *initial_status, struct uh_error *err)
+                         bool exception_live, int *initial_status, struct uh_error *err)
 {
 	const char *env = str(project, "environment");
 	int prod = env && strcmp(env, "prod") == 0;
-	if (prod && backend && strcmp(backend, "local") == 0 && !cfg->guardrails.prod_local_allowed)
+	if (uh_guardrail_needs_exception(env, backend) && !cfg->guardrails.prod_local_allowed && !exception_live)
 		return uh_error_set(err, UH_E_GUARDRAIL, "execution_backend",
 		                    "the local backend is refused in the prod project '%s' without an admin exception",
 		                    str(project, "name") ? str(project, "name") : "");
@@ -109,11 +114,11 @@ int uh_guardrail_trigger(const struct uh_config *cfg, const json_t *project, con
 	return 0;
 }
 
-int uh_guardrail_dispatch(const struct uh_config *cfg, const struct uh_run *run, struct uh_error *err)
+int uh_guardrail_dispatch(const struct uh_config *cfg, const struct uh_run *run, bool exception_live,
+                          struct uh_error *err)
 {
 	const char *env = str(run->spec, "project_environment");
-	if (env && strcmp(env, "prod") == 0 && run->backend && strcmp(run->backend, "local") == 0 &&
-	    !cfg->guardrails.prod_local_allowed)
+	if (uh_guardrail_needs_exception(env, run->backend) && !cfg->guardrails.prod_local_allowed && !exception_live)
 		return uh_error_set(err, UH_E_GUARDRAIL, "exception_revoked",
 		                    "the local backend is refused in prod and no exception covers this run");
 	return 0;

@@ -5,6 +5,7 @@
 #define UH_CORE_JOBSPEC_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "core/config.h"
 #include "core/run.h"
@@ -28,11 +29,18 @@ json_t *uh_run_env(const char *run_id, const json_t *project, const json_t *job,
 json_t *uh_job_env_names(const json_t *job);
 
 /* Guardrails at trigger: UH_E_GUARDRAIL when refused (message says why),
- * else *initial_status is queued or pending_approval. */
+ * else *initial_status is queued or pending_approval. exception_live: a live
+ * admin exception covers the project or the job (the caller asked the
+ * store). */
 int uh_guardrail_trigger(const struct uh_config *cfg, const json_t *project, const json_t *job, const char *backend,
-                         int *initial_status, struct uh_error *err);
-/* Guardrails again just before the backend is instantiated. On refusal
- * err->field holds the run reason ("exception_revoked"). */
-int uh_guardrail_dispatch(const struct uh_config *cfg, const struct uh_run *run, struct uh_error *err);
+                         bool exception_live, int *initial_status, struct uh_error *err);
+/* Guardrails again just before the backend is instantiated, with whether a
+ * live exception covers the run now. On refusal err->field holds the run
+ * reason ("exception_revoked"). */
+int uh_guardrail_dispatch(const struct uh_config *cfg, const struct uh_run *run, bool exception_live,
+                          struct uh_error *err);
+/* Whether the Local-in-prod rule applies to a run (prod project, local
+ * backend): only then does the caller need to look an exception up. */
+bool uh_guardrail_needs_exception(const char *environment, const char *backend);
 
 #endif

@@ -136,6 +136,9 @@ json_t *uh_run_to_json(const struct uh_run *r)
 	json_object_set_new(j, "external_id", uh_json_str_or_null(r->external_id));
 	json_object_set_new(j, "log_truncated", json_boolean(r->log_truncated));
 	json_object_set_new(j, "retry_of", id_or_null(r->retry_of));
+	json_object_set_new(j, "queue_position",
+	                    r->status == UH_RUN_QUEUED && r->queue_position > 0 ? json_integer(r->queue_position)
+	                                                                        : json_null());
 	json_object_set_new(j, "effective_config",
 	                    r->effective_config ? json_incref(r->effective_config) : json_null());
 	return j;

@@ -62,6 +62,9 @@ struct uh_run {
 	 *  "job_name":..., "project_name":..., "project_environment":...} */
 	json_t *spec;
 	bool cancel_requested;
+	/* Queued runs: place in the queue, 1 = next (computed by the store on
+	 * get and list, see store.h); 0 otherwise, shown as null. */
+	int64_t queue_position;
 };
 
 struct uh_run *uh_run_new(void);

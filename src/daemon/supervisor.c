@@ -19,6 +19,9 @@
 #include "core/metrics.h"
 #include "core/notify.h"
 #include "core/run.h"
+#include "daemon/guard.h"
+#include "daemon/retention.h"
+#include "daemon/retry.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -77,6 +80,17 @@ struct slot_count {
 	int n;
 };
 
+/* A run that ended while the store refused its terminal transition (disk
+ * full, I/O error): retried from the poll timer, so the run does not stay
+ * `running` until a restart settles it `lost`. */
+struct unfinished {
+	struct unfinished *next;
+	char run_id[64];
+	struct uh_run_update u;
+	char reason[64];
+	char msg[320];
+};
+
 struct uh_supervisor {
 	uv_loop_t *loop;
 	struct uh_store *store;
@@ -85,6 +99,8 @@ struct uh_supervisor {
 	uv_timer_t flush_timer;
 	uv_timer_t drain_timer;
 	uv_timer_t poll_timer;
+	uv_timer_t retry_timer; /* the next delayed retry falls due */
+	struct uh_retention *retention;
 	struct active *buckets[NBUCKETS];
 	size_t n_active;
 	struct slot_count *slots[NBUCKETS];
@@ -99,6 +115,7 @@ struct uh_supervisor {
 	struct pending_drop *drops;
 	size_t n_drops, cap_drops;
 	bool flush_armed;
+	struct unfinished *unfinished; /* terminal transitions the store refused */
 
 	bool draining;
 	void (*drain_done)(void *arg);
@@ -425,14 +442,41 @@ static void finish_active(struct active *a)
 		uh_supervisor_kick(s); /* a slot was freed */
 }
 
-static void run_transition(struct uh_supervisor *s, struct uh_run *run, const struct uh_run_update *u,
-                           const char *action)
+/* A run that ended error or lost gets its retry (retry.h), stored queued
+ * with its not_before; dispatch starts it when due. */
+static void schedule_retry(struct uh_supervisor *s, const struct uh_run *run)
+{
+	struct uh_run *next = uh_retry_next(run, uh_now_us());
+	if (!next)
+		return;
+	json_t *details = json_pack("{s:s,s:s,s:s,s:I,s:I}", "job_id", next->job_id, "project_id", next->project_id,
+	                            "retry_of", run->id, "attempt", (json_int_t)uh_retry_attempt(next), "not_before",
+	                            (json_int_t)uh_retry_not_before(next));
+	struct uh_audit_in a = {"system", "run.retry", next->id, details};
+	struct uh_run *existing = NULL;
+	struct uh_error err = {0};
+	if (uh_store_run_create(s->store, next, NULL, NULL, NULL, &a, &existing, &err))
+		uh_errorf("run=%s job=%s backend=%s cannot queue its retry: %s", run->id, run->job_id,
+		          run->backend ? run->backend : "", err.message);
+	else
+		uh_info("run=%s job=%s backend=%s retry %s queued (attempt %" PRId64 ")", run->id, run->job_id,
+		        run->backend ? run->backend : "", next->id, uh_retry_attempt(next));
+	uh_run_free(existing);
+	uh_run_free(next);
+	json_decref(details);
+	if (!s->draining)
+		uh_supervisor_kick(s);
+}
+
+static int run_transition(struct uh_supervisor *s, struct uh_run *run, const struct uh_run_update *u,
+                          const char *action)
 {
 	json_t *details = json_pack("{s:s,s:s,s:s?,s:s?}", "from", uh_run_status_name(u->from), "to",
 	                            uh_run_status_name(u->to), "reason", u->reason, "backend", run->backend);
 	struct uh_audit_in a = {"system", action, run->id, details};
 	struct uh_error err = {0};
-	if (uh_store_run_transition(s->store, run->id, u, &a, &err))
+	int rc = uh_store_run_transition(s->store, run->id, u, &a, &err);
+	if (rc)
 		uh_errorf("run=%s job=%s backend=%s transition %s -> %s failed: %s", run->id, run->job_id,
 		          run->backend ? run->backend : "", uh_run_status_name(u->from), uh_run_status_name(u->to),
 		          err.message);
@@ -440,6 +484,53 @@ static void run_transition(struct uh_supervisor *s, struct uh_run *run, const st
 		run->status = u->to;
 	json_decref(details);
 	uh_notify_run(run->id);
+	if (run->status == u->to && (u->to == UH_RUN_ERROR || u->to == UH_RUN_LOST))
+		schedule_retry(s, run);
+	return rc;
+}
+
+/* Keep a run's terminal transition for later (see struct unfinished). */
+static void keep_unfinished(struct uh_supervisor *s, const struct uh_run *run, const struct uh_run_update *u)
+{
+	struct unfinished *x = calloc(1, sizeof(*x));
+	if (!x) {
+		uh_errorf("run=%s job=%s backend=%s out of memory keeping its end", run->id, run->job_id, run->backend);
+		return;
+	}
+	snprintf(x->run_id, sizeof(x->run_id), "%s", run->id);
+	x->u = *u;
+	snprintf(x->reason, sizeof(x->reason), "%s", u->reason ? u->reason : "");
+	snprintf(x->msg, sizeof(x->msg), "%s", u->message ? u->message : "");
+	x->u.reason = u->reason ? x->reason : NULL;
+	x->u.message = u->message ? x->msg : NULL;
+	x->next = s->unfinished;
+	s->unfinished = x;
+}
+
+/* Retry the kept transitions once the output batch is stored (output
+ * before the terminal status). A run no longer `running` is dropped. */
+static void retry_unfinished(struct uh_supervisor *s)
+{
+	if (!s->unfinished)
+		return;
+	flush(s);
+	if (s->n_chunks || s->n_drops)
+		return;
+	for (struct unfinished **p = &s->unfinished; *p;) {
+		struct unfinished *x = *p;
+		struct uh_run *run = NULL;
+		struct uh_error err = {0};
+		int rc = uh_store_run_get(s->store, x->run_id, &run, &err);
+		if (!rc && run->status == UH_RUN_RUNNING)
+			rc = run_transition(s, run, &x->u, "run.finish");
+		uh_run_free(run);
+		if (rc && rc != UH_E_CONFLICT && rc != UH_E_NOT_FOUND) {
+			p = &x->next;
+			continue;
+		}
+		*p = x->next;
+		free(x);
+	}
 }
 
 static void on_finished(struct uh_run_handle *h, const struct uh_run_result *res)
@@ -489,7 +580,9 @@ static void on_finished(struct uh_run_handle *h, const struct uh_run_result *res
 	u.message = msg;
 	u.log_truncated = a->truncated;
 	flush(s); /* all output stored before the run turns terminal */
-	run_transition(s, a->run, &u, "run.finish");
+	int rc = run_transition(s, a->run, &u, "run.finish");
+	if (rc && rc != UH_E_CONFLICT)
+		keep_unfinished(s, a->run, &u);
 	uh_info("run=%s job=%s backend=%s finished: %s%s%s", a->run->id, a->run->job_id, a->run->backend,
 	        uh_run_status_name(u.to), u.reason ? " " : "", u.reason ? u.reason : "");
 	finish_active(a);
@@ -545,9 +638,11 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 		uh_run_free(run);
 		return;
 	}
-	if (uh_guardrail_dispatch(s->cfg, run, &err)) {
+	enum uh_guard_verdict v = uh_guard_dispatch_check(s->store, s->cfg, run, &err);
+	if (v == UH_GUARD_REJECT)
 		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_REJECTED, err.field[0] ? err.field : "exception_revoked",
 		                 err.message);
+	if (v != UH_GUARD_GO) {
 		uh_run_free(run);
 		return;
 	}
@@ -627,12 +722,20 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 	uh_debug("run=%s job=%s backend=%s started", run->id, run->job_id, run->backend);
 }
 
+static void dispatch(struct uh_supervisor *s);
+
+static void retry_cb(uv_timer_t *t)
+{
+	dispatch(t->data);
+}
+
 static void dispatch(struct uh_supervisor *s)
 {
 	if (s->draining)
 		return;
 	s->waiting_for_slot = false;
 	int limit = DISPATCH_BATCH;
+	int64_t now = uh_now_us(), next_due = 0;
 	for (;;) {
 		struct uh_run **runs = NULL;
 		size_t n = 0;
@@ -647,6 +750,15 @@ static void dispatch(struct uh_supervisor *s)
 				uh_run_free(runs[i]);
 				continue;
 			}
+			int64_t due = uh_retry_not_before(runs[i]);
+			if (!runs[i]->cancel_requested && due > now) {
+				/* A delayed retry: stays queued, the timer below wakes it. */
+				if (!next_due || due < next_due)
+					next_due = due;
+				uh_run_free(runs[i]);
+				held++;
+				continue;
+			}
 			if (!runs[i]->cancel_requested && at_limit(s, runs[i])) {
 				s->waiting_for_slot = true; /* stays queued, in trigger order */
 				uh_run_free(runs[i]);
@@ -658,14 +770,16 @@ static void dispatch(struct uh_supervisor *s)
 		}
 		free(runs);
 		if (limit <= 0 || n < (size_t)limit)
-			return;
+			break;
 		if (started == 0) {
 			if (held == 0)
-				return;
+				break;
 			/* A full batch held back by max_concurrent: look past it once. */
 			limit = 0;
 		}
 	}
+	if (next_due)
+		uv_timer_start(&s->retry_timer, retry_cb, (uint64_t)((next_due - now) / 1000) + 1, 0);
 }
 
 static void handle_cancel(struct uh_supervisor *s, const char *run_id)
@@ -707,7 +821,10 @@ static void wake_cb(uv_async_t *w)
 /* A slow safety net: picks up runs queued by a path that did not kick. */
 static void poll_cb(uv_timer_t *t)
 {
-	dispatch(t->data);
+	struct uh_supervisor *s = t->data;
+	uh_guard_sweep_expired(s->store, s->cfg); /* approval_ttl_seconds */
+	retry_unfinished(s);
+	dispatch(s);
 }
 
 void uh_supervisor_kick(void *arg)
@@ -755,6 +872,10 @@ int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_c
 	uv_timer_init(loop, &s->poll_timer);
 	s->poll_timer.data = s;
 	uv_timer_start(&s->poll_timer, poll_cb, 1000, 1000);
+	uv_timer_init(loop, &s->retry_timer);
+	s->retry_timer.data = s;
+	if (!(s->retention = uh_retention_start(loop, store, &s->cfg)))
+		uh_errorf("retention: out of memory; finished runs will not be pruned");
 	*out = s;
 	return 0;
 }
@@ -783,6 +904,7 @@ int uh_supervisor_recover(struct uh_supervisor *s, struct uh_error *err)
 		uh_warn("run=%s job=%s backend=%s lost: daemon_restart", run->id, run->job_id, run->backend);
 	}
 	uh_store_runs_free(runs, n);
+	uh_guard_sweep_expired(s->store, s->cfg);
 	uh_supervisor_kick(s);
 	return 0;
 }
@@ -802,6 +924,8 @@ void uh_supervisor_drain(struct uh_supervisor *s, int64_t grace_s, void (*done)(
 	s->drain_done = done;
 	s->drain_arg = arg;
 	uv_timer_stop(&s->poll_timer);
+	uv_timer_stop(&s->retry_timer);
+	uh_retention_stop(s->retention);
 	if (again) {
 		for (unsigned b = 0; b < NBUCKETS; b++)
 			for (struct active *a = s->buckets[b]; a; a = a->next_in_bucket)
@@ -829,12 +953,18 @@ void uh_supervisor_free(struct uh_supervisor *s)
 	flush(s);
 	free(s->chunks);
 	free(s->drops);
+	while (s->unfinished) {
+		struct unfinished *n = s->unfinished->next;
+		free(s->unfinished);
+		s->unfinished = n;
+	}
 	for (unsigned b = 0; b < NBUCKETS; b++)
 		while (s->slots[b]) {
 			struct slot_count *n = s->slots[b]->next;
 			free(s->slots[b]);
 			s->slots[b] = n;
 		}
+	uh_retention_free(s->retention);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

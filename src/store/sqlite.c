@@ -784,6 +784,14 @@ int uh_store_open(const char *url, const struct uh_store_options *opt, struct uh
 	             "set up the connection", err))
 		goto fail;
 	{
+		/* Retention frees pages with incremental_vacuum; auto_vacuum can
+		 * only be chosen before the first table is created. */
+		int64_t tables = 0;
+		if (query_int(s, "SELECT count(*) FROM sqlite_master", &tables, err) ||
+		    (tables == 0 && exec_sql(s, "PRAGMA auto_vacuum = INCREMENTAL", "set auto_vacuum", err)))
+			goto fail;
+	}
+	{
 		sqlite3_stmt *st = NULL;
 		bool wal = false;
 		if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL) == SQLITE_OK &&

@@ -20,6 +20,16 @@
 	" rejected_by, canceled_by, comments, created_at, started_at, finished_at, exit_code, external_id,"   \
 	" log_truncated, retry_of, effective_config, spec, cancel_requested"
 
+/* The queue position of a queued run (SPEC §5 run shape): 1 + the queued
+ * runs before it (trigger order) of the same job, or of the same project
+ * when only the project has a max_concurrent. Delayed retries count like
+ * the others. Column 24 of the run selects that read it. */
+#define RUN_COLS_QP                                                                                              \
+	RUN_COLS ", CASE WHEN status = 'queued' THEN 1 + (SELECT count(*) FROM runs q WHERE q.status = 'queued'" \
+	         " AND q.n < runs.n AND CASE WHEN json_extract(runs.spec, '$.max_concurrent') IS NULL"           \
+	         " AND json_extract(runs.spec, '$.project_max_concurrent') IS NOT NULL"                          \
+	         " THEN q.project_id = runs.project_id ELSE q.job_id = runs.job_id END) END"
+
 static char *col_strdup(sqlite3_stmt *st, int i)
 {
 	const unsigned char *t = sqlite3_column_text(st, i);
@@ -60,6 +70,8 @@ static struct uh_run *run_row(sqlite3_stmt *st)
 	r->effective_config = sq_col_json(st, 21);
 	r->spec = sq_col_json(st, 22);
 	r->cancel_requested = sqlite3_column_int(st, 23) != 0;
+	if (sqlite3_column_count(st) > 24)
+		r->queue_position = sqlite3_column_int64(st, 24);
 	return r;
 }
 
@@ -75,7 +87,7 @@ static json_t *run_row_json(sqlite3_stmt *st)
 
 static int run_fetch(struct uh_store *s, const char *id, struct uh_run **out, struct uh_error *err)
 {
-	sq_autoreset sqlite3_stmt *st = sq_prep(s, "SELECT " RUN_COLS " FROM runs WHERE id = ?", err);
+	sq_autoreset sqlite3_stmt *st = sq_prep(s, "SELECT " RUN_COLS_QP " FROM runs WHERE id = ?", err);
 	if (!st)
 		return UH_E_INTERNAL;
 	sq_bind_text(st, 1, id);
@@ -271,8 +283,8 @@ int uh_store_run_get(struct uh_store *s, const char *id, struct uh_run **out, st
 static int run_list_locked(struct uh_store *s, const struct uh_run_filter *f, int limit, int64_t cursor, json_t **items,
                            char next[UH_CURSOR_MAX], struct uh_error *err)
 {
-	char sql[1024];
-	snprintf(sql, sizeof(sql), "SELECT " RUN_COLS " FROM runs WHERE 1%s%s%s%s%s ORDER BY n DESC LIMIT ?6",
+	char sql[2048];
+	snprintf(sql, sizeof(sql), "SELECT " RUN_COLS_QP " FROM runs WHERE 1%s%s%s%s%s ORDER BY n DESC LIMIT ?6",
 	         f && f->job_id ? " AND job_id = ?1" : "", f && f->project_id ? " AND project_id = ?2" : "",
 	         f && f->status >= 0 ? " AND status = ?3" : "",
 	         f && f->member_user_id ? " AND project_id IN (SELECT project_id FROM members WHERE user_id = ?4)" : "",

@@ -129,6 +129,27 @@ static const struct sq_migration sq_migrations[] = {
      "CREATE INDEX audit_actor ON audit(actor);"
      "CREATE INDEX audit_target ON audit(target);"
      "CREATE INDEX audit_at ON audit(at);"},
+
+    /* Guardrails (SPEC §4): an admin's exceptions (deleted ones stay, for
+     * the record) and the hash each approval covers. */
+    {2, "exceptions and approvals",
+     "CREATE TABLE exceptions ("
+     " n INTEGER PRIMARY KEY,"
+     " id TEXT NOT NULL UNIQUE,"
+     " project_id TEXT NOT NULL REFERENCES projects(id),"
+     " job_id TEXT REFERENCES jobs(id),"
+     " reason TEXT NOT NULL,"
+     " expires_at INTEGER NOT NULL,"
+     " created_by TEXT NOT NULL,"
+     " created_at INTEGER NOT NULL,"
+     " deleted_at INTEGER,"
+     " deleted_by TEXT);"
+     "CREATE INDEX exceptions_project ON exceptions(project_id);"
+     "CREATE TABLE approvals ("
+     " run_id TEXT PRIMARY KEY,"
+     " hash TEXT NOT NULL,"
+     " approved_by TEXT NOT NULL,"
+     " at INTEGER NOT NULL) WITHOUT ROWID;"},
 };
 
 #define SQ_MIGRATIONS_N ((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))

@@ -172,6 +172,15 @@ int uh_store_run_set_external_id(struct uh_store *s, const char *id, const char 
  * terminal (UH_E_CONFLICT). */
 int uh_store_run_request_cancel(struct uh_store *s, const char *id, const char *user_id, const struct uh_audit_in *a,
                                 struct uh_error *err);
+/* Retention (sqlite_control.c): delete up to max_runs terminal runs finished
+ * before finished_before_us, oldest first, with their logs and idempotency
+ * keys, in one transaction with a "run.prune" event (count, oldest, newest
+ * ids); *pruned 0 (and no event) when none. Audit events are never pruned. */
+int uh_store_runs_prune(struct uh_store *s, int64_t finished_before_us, int max_runs, int64_t *pruned,
+                        struct uh_error *err);
+/* Give up to `pages` free pages back to the file system (stores created
+ * with auto_vacuum=INCREMENTAL; a no-op otherwise). Never a full VACUUM. */
+int uh_store_incremental_vacuum(struct uh_store *s, int pages, struct uh_error *err);
 /* Counts by (backend, status) for /metrics: cb once per pair. */
 int uh_store_run_counts(struct uh_store *s, void (*cb)(void *arg, const char *backend, const char *status, int64_t n),
                         void *arg, struct uh_error *err);
@@ -213,5 +222,40 @@ int uh_store_audit_list(struct uh_store *s, const char *since, const char *actor
  * head file. {"ok":true,"events":N} or {"ok":false,"broken_at":SEQ,"events":N,
  * "problem":"..."}. */
 int uh_store_audit_verify(struct uh_store *s, json_t **out, struct uh_error *err);
+
+/* ---- guardrails: exceptions and approvals (SPEC §4) ----
+ * exception: {"id","project_id","job_id"|null,"reason","expires_at",
+ *             "created_by","created_at","live"}
+ * `live`: not expired at the time of the read. Deleted exceptions are kept
+ * for the record but no longer listed or counted. */
+/* UH_E_NOT_FOUND (field project_id / job_id) when the project or the job
+ * (in that project) does not exist. */
+int uh_store_exception_create(struct uh_store *s, const char *project_id, const char *job_id, const char *reason,
+                              int64_t expires_at, const char *created_by, const struct uh_audit_in *a, json_t **out,
+                              struct uh_error *err);
+/* Undeleted exceptions, newest first. */
+int uh_store_exception_list(struct uh_store *s, int limit, const char *before, json_t **items, char next[UH_CURSOR_MAX],
+                            struct uh_error *err);
+/* UH_E_NOT_FOUND when missing or already deleted. */
+int uh_store_exception_delete(struct uh_store *s, const char *id, const char *deleted_by, const struct uh_audit_in *a,
+                              struct uh_error *err);
+/* The id of a live exception (undeleted, expires_at > now_us) covering the
+ * project or the job (job_id may be NULL); id_out "" when none. */
+int uh_store_exception_live(struct uh_store *s, const char *project_id, const char *job_id, int64_t now_us,
+                            char id_out[UH_ID_MAX], struct uh_error *err);
+
+/* Approve: pending_approval -> queued with approved_by, the comment appended,
+ * and the approval's hash recorded, in one transaction with its event.
+ * refresh (or NULL): a new snapshot of what runs (its backend,
+ * effective_config and spec replace the run's) when the job changed since
+ * the trigger. UH_E_CONFLICT when the run is no longer pending_approval. */
+int uh_store_run_approve(struct uh_store *s, const char *id, const char *approved_by, const json_t *comment,
+                         const char hash_hex[65], const struct uh_run *refresh, const struct uh_audit_in *a,
+                         struct uh_error *err);
+/* The hash the run's approval covers; hash_out "" when none. */
+int uh_store_run_approval_hash(struct uh_store *s, const char *id, char hash_out[65], struct uh_error *err);
+/* Void an approval: queued -> pending_approval, approved_by cleared, the
+ * hash forgotten. UH_E_CONFLICT when the run is no longer queued. */
+int uh_store_run_approval_void(struct uh_store *s, const char *id, const struct uh_audit_in *a, struct uh_error *err);
 
 #endif

@@ -176,7 +176,7 @@ def test_list_runs_shows_only_the_callers_projects(server, world, role, member):
 
 
 @pytest.mark.parametrize("role,member", WHO, ids=WHO_IDS)
-@pytest.mark.parametrize("what", ["POST users", "GET audit", "GET audit/verify", "GET users"])
+@pytest.mark.parametrize("what", ["POST users", "GET audit", "GET audit/verify", "GET users", "GET exceptions"])
 def test_admin_only_routes(server, world, role, member, what):
     c = caller(server, world, role, member)
     if what == "POST users":

@@ -142,7 +142,8 @@ static void test_state_machine(void)
 	                             "external_id",
 	                             "log_truncated",
 	                             "retry_of",
-	                             "effective_config"};
+	                             "effective_config",
+	                             "queue_position"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		CHECK(json_object_get(j, keys[i]) != NULL);
 	CHECK(json_object_size(j) == sizeof(keys) / sizeof(keys[0]));
@@ -215,12 +216,13 @@ static void test_merge(void)
 	uh_config_defaults(&c, NULL);
 	int st = -1;
 	json_object_set_new(p, "environment", json_string("prod"));
-	CHECK(uh_guardrail_trigger(&c, p, j, "local", &st, &err) == UH_E_GUARDRAIL);
-	CHECK(uh_guardrail_trigger(&c, p, j, "docker", &st, &err) == 0 && st == UH_RUN_QUEUED);
+	CHECK(uh_guardrail_trigger(&c, p, j, "local", false, &st, &err) == UH_E_GUARDRAIL);
+	CHECK(uh_guardrail_trigger(&c, p, j, "local", true, &st, &err) == 0 && st == UH_RUN_QUEUED);
+	CHECK(uh_guardrail_trigger(&c, p, j, "docker", false, &st, &err) == 0 && st == UH_RUN_QUEUED);
 	json_object_set_new(j, "critical", json_true());
-	CHECK(uh_guardrail_trigger(&c, p, j, "docker", &st, &err) == 0 && st == UH_RUN_PENDING_APPROVAL);
+	CHECK(uh_guardrail_trigger(&c, p, j, "docker", false, &st, &err) == 0 && st == UH_RUN_PENDING_APPROVAL);
 	json_object_set_new(p, "environment", json_string("dev"));
-	CHECK(uh_guardrail_trigger(&c, p, j, "local", &st, &err) == 0 && st == UH_RUN_QUEUED);
+	CHECK(uh_guardrail_trigger(&c, p, j, "local", false, &st, &err) == 0 && st == UH_RUN_QUEUED);
 	uh_config_free(&c);
 	json_decref(p);
 	json_decref(j);
