@@ -52,7 +52,22 @@ enum uh_guard_verdict uh_guard_dispatch_check(struct uh_store *s, const struct u
 		          e.message);
 		return UH_GUARD_SKIP; /* the next dispatch tries again */
 	}
-	char now_hash[65];
+	/* A retry carries its first run's approval: that approval's hash must
+	 * still match, or the retry waits for an approval of its own. */
+	char up[UH_ID_MAX];
+	snprintf(up, sizeof(up), "%s", run->retry_of);
+	for (int depth = 0; !approved[0] && up[0] && depth < 64; depth++) {
+		struct uh_run *prev = NULL;
+		if (uh_store_run_approval_hash(s, up, approved, &e) || uh_store_run_get(s, up, &prev, &e)) {
+			uh_run_free(prev);
+			uh_errorf("run=%s job=%s backend=%s cannot read the approval of run '%s': %s", run->id,
+			          run->job_id, run->backend, up, e.message);
+			return UH_GUARD_SKIP;
+		}
+		snprintf(up, sizeof(up), "%s", prev->retry_of);
+		uh_run_free(prev);
+	}
+	char now_hash[65] = "";
 	if (!approved[0] || approval_holds(s, cfg, run, approved, now_hash))
 		return UH_GUARD_GO;
 	json_t *details = json_pack("{s:s,s:s,s:s,s:s,s:s}", "from", "queued", "to", "pending_approval", "approved_by",

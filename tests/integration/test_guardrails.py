@@ -418,3 +418,44 @@ def test_every_decision_is_audited_and_the_chain_verifies(server):
         assert want in actions, f"no {want} event in the audit"
     v = admin.ok("GET", "/audit/verify")
     assert v["ok"] is True, v
+
+
+def test_a_retry_keeps_its_approval_only_while_the_job_is_unchanged(server):
+    """A retry of an approved critical run needs no second approval only if
+    the approved hash still matches: a job edited before the retry starts
+    sends the retry back to pending_approval."""
+    import os
+    admin = server.client()
+    p = prod_project(server, max_concurrent=1)
+    exception(server, p["id"])
+    approver_id, approver_tok = server.make_user("projets")
+    admin.ok("POST", f"/projects/{p['id']}/members", {"user_id": approver_id})
+    wd = os.path.join(server.dir, "workdirs", "gone-" + secrets.token_hex(3))
+    os.makedirs(wd)
+    os.chmod(wd, 0o755)
+    sleeper = server.job(p["id"], ["/bin/sleep", "1000"])
+    job = server.job(p["id"], ["/bin/echo", "v1"], critical=True, retries=1,
+                     execution_backend_config={"working_dir": wd})
+    b1 = server.trigger(sleeper["id"])
+    wait_status(server, b1["id"], "running")
+    run = server.trigger(job["id"])
+    server.client(approver_tok).ok("POST", f"/runs/{run['id']}/approve", {"comment": "ok"}, status=200)
+    os.chmod(wd, 0o700)  # the run's uid cannot enter it: the first attempt fails at start, and is retried
+    admin.ok("POST", f"/runs/{b1['id']}/cancel", {}, status=202)
+    first = server.wait_run(run["id"])
+    assert first["status"] == "error", f"{first} {server.logs(run['id'])!r}"
+    b2 = server.trigger(sleeper["id"])  # holds the slot before the retry's 1 s backoff ends
+
+    def retry():
+        items = admin.ok("GET", f"/runs?job={job['id']}")["items"]
+        return next((r for r in items if r["retry_of"] == run["id"]), None)
+
+    r2 = wait_for(retry, 10, "the retry of the failed approved run")
+    wait_status(server, b2["id"], "running")
+    assert status_of(server, r2["id"]) == "queued", "the retry must wait behind max_concurrent"
+    admin.ok("PATCH", f"/jobs/{job['id']}", {"command": ["/bin/echo", "v2"]}, status=200)
+    admin.ok("POST", f"/runs/{b2['id']}/cancel", {}, status=202)
+    wait_status(server, r2["id"], "pending_approval")
+    assert "run.approval_void" in audit_actions(server, r2["id"])
+    assert "v2" not in server.logs(r2["id"]), "nothing of the edited job ran without an approval"
+    server.client(approver_tok).ok("POST", f"/runs/{r2['id']}/reject", {"comment": "not now"}, status=200)
