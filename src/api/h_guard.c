@@ -87,8 +87,8 @@ static int validate_exception(const json_t *in, int64_t now, const char **projec
 
 int uh_h_exception_create(struct uh_api_req *r, struct uh_error *err)
 {
-	const char *pid, *jid, *reason;
-	int64_t exp;
+	const char *pid = NULL, *jid = NULL, *reason = NULL;
+	int64_t exp = 0;
 	int rc = validate_exception(r->json, uh_now_us(), &pid, &jid, &reason, &exp, err);
 	if (rc)
 		return rc;
