@@ -646,6 +646,21 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 		uh_run_free(run);
 		return;
 	}
+	/* No secret store is built yet: a run that needs a secret fails before
+	 * anything executes rather than run without it. */
+	const char *env_name;
+	json_t *ref;
+	json_object_foreach(json_object_get(run->spec, "secrets"), env_name, ref)
+	{
+		char msg[512];
+		snprintf(msg, sizeof(msg),
+		         "secret reference '%s' (env %s) cannot be resolved: no secret store is built in "
+		         "this uhub",
+		         json_is_string(ref) ? json_string_value(ref) : "?", env_name);
+		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_ERROR, "secret_unavailable", msg);
+		uh_run_free(run);
+		return;
+	}
 	const struct uh_backend_ops *ops = uh_backend_find(run->backend);
 	if (!ops) {
 		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_ERROR, "backend_unavailable",

@@ -342,3 +342,16 @@ def test_every_run_of_this_module_is_terminal(server):
         for i in stuck:
             server.client().post(f"/runs/{i['id']}/cancel", {})
     assert not stuck, f"runs left non-terminal: {[(i['id'], i['status']) for i in stuck]}"
+
+
+def test_a_run_needing_a_secret_fails_before_anything_executes(server):
+    """Until a secret store is configured, a secret reference cannot be
+    resolved: the run ends `error`/`secret_unavailable`, naming the
+    reference, and the job never runs without its secret."""
+    p = server.project()
+    job = server.job(p["id"], ["/bin/echo", "ran-without-its-secret"], secrets={"DB_PASSWORD": "db-password"})
+    done = server.wait_run(server.trigger(job["id"])["id"])
+    assert done["status"] == "error" and done["reason"] == "secret_unavailable", done
+    assert "db-password" in done["message"] and "DB_PASSWORD" in done["message"], done
+    assert done["started_at"] is None and done["exit_code"] is None, done
+    assert "ran-without-its-secret" not in server.logs(done["id"])
