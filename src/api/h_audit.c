@@ -27,9 +27,8 @@ int uh_h_audit_list(struct uh_api_req *r, struct uh_error *err)
 	const char *target = uh_api_filter(r, "target");
 	int64_t t;
 	int rc;
-	if ((rc = uh_api_parse_limit(uh_api_query(r, "limit"), &limit, err)) ||
-	    (rc = uh_api_parse_cursor(uh_api_query(r, "before"), &before, err)) ||
-	    (rc = text_filter(actor, "actor", err)) || (rc = text_filter(target, "target", err)))
+	if ((rc = uh_api_page(r, &limit, &before, err)) || (rc = text_filter(actor, "actor", err)) ||
+	    (rc = text_filter(target, "target", err)))
 		return rc;
 	if (since && uh_time_parse(since, &t))
 		return uh_error_set(err, UH_E_INVALID_REQUEST, "since",

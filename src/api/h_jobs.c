@@ -67,8 +67,7 @@ int uh_h_job_list(struct uh_api_req *r, struct uh_error *err)
 	const char *before;
 	const char *name = uh_api_filter(r, "name");
 	int rc;
-	if ((rc = uh_api_parse_limit(uh_api_query(r, "limit"), &limit, err)) ||
-	    (rc = uh_api_parse_cursor(uh_api_query(r, "before"), &before, err)))
+	if ((rc = uh_api_page(r, &limit, &before, err)))
 		return rc;
 	if (name && !uh_api_name_ok(name))
 		return uh_error_set(err, UH_E_INVALID_REQUEST, "name", "'name' is not a valid job name");

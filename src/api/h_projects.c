@@ -76,8 +76,7 @@ int uh_h_project_list(struct uh_api_req *r, struct uh_error *err)
 	const char *before;
 	const char *name = uh_api_filter(r, "name");
 	int rc;
-	if ((rc = uh_api_parse_limit(uh_api_query(r, "limit"), &limit, err)) ||
-	    (rc = uh_api_parse_cursor(uh_api_query(r, "before"), &before, err)))
+	if ((rc = uh_api_page(r, &limit, &before, err)))
 		return rc;
 	if (name && !uh_api_name_ok(name))
 		return uh_error_set(err, UH_E_INVALID_REQUEST, "name", "'name' is not a valid project name");
@@ -186,8 +185,7 @@ int uh_h_member_list(struct uh_api_req *r, struct uh_error *err)
 	int limit;
 	const char *before;
 	int rc;
-	if ((rc = uh_api_parse_limit(uh_api_query(r, "limit"), &limit, err)) ||
-	    (rc = uh_api_parse_cursor(uh_api_query(r, "before"), &before, err)))
+	if ((rc = uh_api_page(r, &limit, &before, err)))
 		return rc;
 	json_t *items = NULL;
 	char next[UH_CURSOR_MAX] = "";

@@ -12,9 +12,8 @@ int uh_h_run_list(struct uh_api_req *r, struct uh_error *err)
 	const char *job = uh_api_filter(r, "job"), *project = uh_api_filter(r, "project");
 	const char *status = uh_api_filter(r, "status");
 	int rc;
-	if ((rc = uh_api_parse_limit(uh_api_query(r, "limit"), &limit, err)) ||
-	    (rc = uh_api_parse_cursor(uh_api_query(r, "before"), &before, err)) ||
-	    (rc = uh_api_parse_id_filter(job, "job", err)) || (rc = uh_api_parse_id_filter(project, "project", err)))
+	if ((rc = uh_api_page(r, &limit, &before, err)) || (rc = uh_api_parse_id_filter(job, "job", err)) ||
+	    (rc = uh_api_parse_id_filter(project, "project", err)))
 		return rc;
 	struct uh_run_filter f = {
 	    .job_id = job,

@@ -29,8 +29,7 @@ int uh_h_user_list(struct uh_api_req *r, struct uh_error *err)
 	int limit;
 	const char *before;
 	int rc;
-	if ((rc = uh_api_parse_limit(uh_api_query(r, "limit"), &limit, err)) ||
-	    (rc = uh_api_parse_cursor(uh_api_query(r, "before"), &before, err)))
+	if ((rc = uh_api_page(r, &limit, &before, err)))
 		return rc;
 	json_t *items = NULL;
 	char next[UH_CURSOR_MAX] = "";

@@ -140,6 +140,8 @@ struct uh_api_req {
 
 /* A query parameter, or NULL; "" when given without a value ("?follow"). */
 const char *uh_api_query(struct uh_api_req *r, const char *name);
+/* A list's page: `limit` (default 50, at most 100) and `before` from the query. */
+int uh_api_page(struct uh_api_req *r, int *limit, const char **before, struct uh_error *err);
 /* A filter: NULL when absent or empty ("?name=" filters nothing). */
 const char *uh_api_filter(struct uh_api_req *r, const char *name);
 /* A request header, or NULL. */

@@ -185,6 +185,12 @@ const char *uh_api_query(struct uh_api_req *r, const char *name)
 	return v ? v : ""; /* "?follow" without a value */
 }
 
+int uh_api_page(struct uh_api_req *r, int *limit, const char **before, struct uh_error *err)
+{
+	int rc = uh_api_parse_limit(uh_api_query(r, "limit"), limit, err);
+	return rc ? rc : uh_api_parse_cursor(uh_api_query(r, "before"), before, err);
+}
+
 const char *uh_api_filter(struct uh_api_req *r, const char *name)
 {
 	const char *v = uh_api_query(r, name);
