@@ -3,7 +3,7 @@
 # on the same machine, a few seconds apart (the machine is shared and noisy).
 #
 # Usage: bench/run.sh [--smoke] [--json FILE] [--perf]
-#   --smoke      every measure briefly (about 15 s; 100 runs in flight instead of 1,000)
+#   --smoke      every measure briefly (about 30 s; 100 runs in flight instead of 10,000)
 #   --json FILE  also write the results as JSON (default: build/bench/results.json)
 #   --perf       record the daemon with `perf record -g` while it is measured
 #                (build/bench/perf.data; needs linux-perf)
@@ -35,18 +35,20 @@ done
 if [ $smoke = 1 ]; then
   rounds=1 floor_n=300 lat_n=30 thr_s=2 rps_s=2 inflight=100 inflight_get_s=2 idle_n=5
 else
-  rounds=3 floor_n=2000 lat_n=200 thr_s=8 rps_s=5 inflight=1000 inflight_get_s=10 idle_n=20
+  rounds=3 floor_n=2000 lat_n=200 thr_s=8 rps_s=5 inflight=10000 inflight_get_s=10 idle_n=20
 fi
+docker_n=5; [ $smoke = 1 ] || docker_n=30   # hardened `true` containers per Docker measure
 rounds=${UH_BENCH_ROUNDS:-$rounds}
 inflight=${UH_BENCH_INFLIGHT:-$inflight}
 sleep_s=60
+[ "$inflight" -le 1000 ] || sleep_s=600   # 10,000 runs take longer than a minute to start
 
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: the Local backend needs root (runs get their own uids)" >&2; exit 1; }
 t_begin=$(date +%s)
 say() { printf '[bench %3ds] %s\n' $(( $(date +%s) - t_begin )) "$*" >&2; }
 
 # ---- what the bench needs beyond scripts/deps.sh's list ----
-pkgs=(build-essential libcurl4-openssl-dev libjansson-dev python3)
+pkgs=(build-essential libcurl4-openssl-dev libjansson-dev python3 libsqlite3-dev ansible-core python3-ansible-runner)
 [ $perf = 1 ] && pkgs+=(linux-perf)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -72,6 +74,8 @@ cflags=(-O2 -g -Wall -Wextra -Wno-unused-parameter -pthread)
 cc "${cflags[@]}" bench/floor.c -o "$bin/floor"
 cc "${cflags[@]}" bench/miniserver.c -o "$bin/miniserver"
 cc "${cflags[@]}" bench/client.c -o "$bin/client" -lcurl -ljansson
+cc "${cflags[@]}" bench/docker_floor.c -o "$bin/docker_floor" -lcurl
+cc "${cflags[@]}" bench/ingest_floor.c -o "$bin/ingest_floor" -lsqlite3
 json_out=${json_out:-$bin/results.json}
 
 # ---- limits: fds for the daemon's per-run pipes and pidfds, pids for the runs ----
@@ -81,6 +85,10 @@ if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $want_fds ]; then
   ulimit -Hn $want_fds 2>/dev/null || true
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+# The daemon holds about 4 descriptors per run in flight (pipes, pidfd).
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $(( inflight * 4 + 1024 )) ] ||
+  echo "bench/run.sh: WARNING: open files limited to $(ulimit -n) (raising it needs CAP_SYS_RESOURCE):" \
+    "too few for $inflight runs in flight (about 4 each)" >&2
 pid_max_old=$(cat /proc/sys/kernel/pid_max)
 want_pids=$(( inflight * 4 + 16384 ))
 pid_max_set=0
@@ -123,9 +131,13 @@ cat > "$tmp/uhub.json" <<EOF
   "db": "sqlite:$tmp/uhub.db",
   "api": { "rate_limit_per_minute": 0 },
   "guardrails": { "default_timeout_seconds": 600 },
-  "local": { "allowed_executables": ["/bin/true", "/bin/sleep"], "work_root": "$tmp/work",
+  "logs": { "max_bytes_per_run": 4294967296 },
+  "local": { "allowed_executables": ["/bin/true", "/bin/sleep", "/usr/bin/head", "/usr/bin/ansible-playbook"],
+             "work_root": "$tmp/work",
              "uid_range": [$uid_first, $uid_last], "grace_seconds": 2 },
   "secrets": { "key_file": "$tmp/secrets.key" },
+  "docker": { "allowed_images": ["uhub-test/*"] },
+  "cluster": { "node_name": "bench-$$" },
   "shutdown_grace_seconds": 2
 }
 EOF
@@ -182,7 +194,11 @@ measure() {
     failures=$((failures + 1))
     say "ERROR in $name: $(tail -c 600 "$tmp/res/$name.err" | tr '\n' ' ') $(tail -c 600 "$tmp/res/$name.json")"
   fi
-  kill -0 "$daemon_pid" 2>/dev/null || { say "the daemon died during $name"; tail -n 30 "$tmp/uhub.log" >&2; exit 1; }
+  if ! kill -0 "$daemon_pid" 2>/dev/null; then
+    local st=0; wait "$daemon_pid" || st=$?; daemon_pid=""
+    say "the daemon died during $name (exit status $st; above 128: killed by signal $((st - 128)))"
+    tail -n 30 "$tmp/uhub.log" >&2; exit 1
+  fi
 }
 C=("$bin/client" --url "$url")
 for r in $(seq "$rounds"); do
@@ -199,9 +215,27 @@ done
 say "isolated runs: $idle_n trigger→terminal cycles, each after 200 ms idle"
 measure floor_idle "$bin/floor" latency "$idle_n" /bin/true 200
 measure uhub_idle "${C[@]}" trigger --job "$job_true" --clients 1 --count "$idle_n" --warmup 1 --gap-ms 200
+say "workloads: an Ansible playbook (direct, ansible-runner, uhub) and a log ingest (bench/workloads.py)"
+measure workloads python3 bench/workloads.py --url "$url" --project "$project" --tmp "$tmp" --bin "$bin" \
+  --db "$tmp/uhub.db" --pid "$daemon_pid" --rounds "$rounds" $([ $smoke = 1 ] && echo --smoke)
+# Docker: a hardened `true` container through uhub (trigger→terminal) vs the
+# raw Engine API sequence with the same HostConfig and vs `docker run --rm`.
+if scripts/docker-env.sh >"$tmp/docker-env.log" 2>&1; then
+  dimg=uhub-test/busybox:1
+  dproj=$(api POST /api/v1/projects "{\"name\":\"bench-docker\",\"environment\":\"dev\",\"execution_backend\":\"docker\",\"execution_backend_config\":{\"image\":\"$dimg\"}}" --field id)
+  djob=$(api POST "/api/v1/projects/$dproj/jobs" '{"name":"true","command":["true"]}' --field id)
+  for r in $(seq "$rounds"); do
+    say "round $r/$rounds: docker, $docker_n hardened \`true\` containers each: raw Engine API, uhub, docker run"
+    measure "docker_raw.$r" "$bin/docker_floor" raw "$docker_n" "$dimg" "$(cd "$(dirname "$uhub")" && pwd)/uhub-cinit"
+    measure "docker_uhub.$r" "${C[@]}" trigger --job "$djob" --clients 1 --count "$docker_n" --warmup 1
+    measure "docker_cli.$r" "$bin/docker_floor" cli "$docker_n" "$dimg"
+  done
+else
+  say "docker: no engine ($(tail -n 1 "$tmp/docker-env.log")): Docker measures skipped"
+fi
 say "$inflight runs of /bin/sleep $sleep_s in flight, GET /runs/{id} for ${inflight_get_s}s, then cancel all"
 measure inflight "${C[@]}" inflight --job "$job_sleep" --count "$inflight" --pid "$daemon_pid" \
-  --seconds "$inflight_get_s" --timeout 120
+  --seconds "$inflight_get_s" --timeout $(( 120 + inflight / 50 ))
 # Every process of a canceled run must be gone once the run is terminal.
 leftover=$(ps -eo uid= | awk -v a=$uid_first -v b=$uid_last '$1 >= a && $1 <= b' | wc -l)
 [ "$leftover" -eq 0 ] || say "WARNING: $leftover processes still run under the runs' uids after all runs ended"
@@ -280,13 +314,27 @@ row("inflight_rss", f"{n:,} runs in flight: daemon RSS (peak sampled)", "MiB", r
 g = (inf.get("get") or {}).get("latency") or {}
 row("inflight_get_p50", f"{n:,} in flight: GET /runs/{{id}} p50", "ms",
     g.get("p50_us", 0) / 1000 if g else None, None, None, "report", None)
-row("inflight_get_p99", f"{n:,} in flight: GET /runs/{{id}} p99", "ms",
-    g.get("p99_us", 0) / 1000 if g else None, None, None, "report", None)
+p99 = g.get("p99_us", 0) / 1000 if g else None
+row("inflight_get_p99", f"{n:,} in flight: GET /runs/{{id}} p99", "ms", p99, None, None, "≤ 50 ms",
+    p99 <= 50 and inf.get("running") == n if p99 is not None else None)
 tr = inf.get("trigger") or {}
 row("inflight_trigger", f"{n:,} in flight: trigger all, then all running", "s",
     inf.get("all_running_s"), None, None, "report", None)
 row("inflight_cancel", f"{n:,} in flight: cancel all, then all terminal", "s",
     inf.get("all_terminal_s"), None, None, "report", None)
+dr, du, dc = rounds_of("docker_raw"), rounds_of("docker_uhub"), rounds_of("docker_cli")
+if du:
+    u = med([x["latency"]["p50_us"] / 1000 for x in du if x.get("ok")])
+    f = med([x["p50_us"] / 1000 for x in dr])
+    rt = ratio(u, f)
+    row("docker_p50", "Docker hardened `true` trigger→terminal vs raw Engine API, p50", "ms", u, f, rt, "≤ 1.1×",
+        rt is not None and rt <= 1.1)
+    c = med([x["p50_us"] / 1000 for x in dc])
+    rc = ratio(u, c)
+    row("docker_cli_p50", "Docker hardened `true`: uhub vs `docker run --rm`, p50", "ms", u, c, rc, "< 1×",
+        rc is not None and rc < 1)
+wl = load("workloads") or {}   # bench/workloads.py: playbook and log-ingest rows
+rows.extend(wl.get("rows", []))
 
 def fmt(v, unit=""):
     if v is None:
@@ -330,6 +378,7 @@ if inf:
                  % (inf.get("running"), n, json.dumps(inf.get("status_after_cancel")), leftover, mem.get("threads"),
                     mem.get("fds"), tr.get("latency", {}).get("p50_us", 0) / 1000,
                     (inf.get("cancel") or {}).get("latency", {}).get("p50_us", 0) / 1000))
+extra.extend(wl.get("notes", []))
 if audit:
     extra.append("audit verify: " + audit)
 load = os.getloadavg()

@@ -18,6 +18,9 @@ struct uh_api_deps {
 	/* A cancel was recorded for a queued or running run: ask the supervisor
 	 * to stop it. Any thread. */
 	void (*cancel)(void *arg, const char *run_id);
+	/* A verified callback for a running webhook run: hand it to the
+	 * supervisor and wait for its answer (0: taken). Any thread. */
+	int (*callback)(void *arg, const char *run_id, json_t *body);
 	void *arg;
 	/* Non-zero while shutting down: triggers answer 503 unavailable. */
 	const volatile int *draining;

@@ -213,6 +213,8 @@ static int current_snapshot(struct uh_api_req *r, const json_t *project, const j
 	rc = uh_backend_validate(r->deps->cfg, backend, config, json_is_array(cmd) ? cmd : NULL, names, err);
 	json_decref(names);
 	if (!rc)
+		rc = uh_api_check_config_secret_refs(config, project, err);
+	if (!rc)
 		rc = uh_guardrail_trigger(r->deps->cfg, project, job, backend,
 		                          uh_api_exception_live(r, project, old->job_id, backend), &status, err);
 	struct uh_run *n = rc ? NULL : uh_run_new();

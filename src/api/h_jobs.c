@@ -29,6 +29,8 @@ static int check_effective(const struct uh_config *cfg, const json_t *project, c
 	json_t *cmd = json_object_get(job, "command");
 	rc = uh_backend_validate(cfg, backend, config, json_is_array(cmd) ? cmd : NULL, names, err);
 	json_decref(names);
+	if (!rc)
+		rc = uh_api_check_config_secret_refs(config, project, err);
 	if (rc || !backend_out)
 		free(backend);
 	else

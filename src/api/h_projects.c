@@ -33,7 +33,7 @@ static int check_project_backend(const struct uh_config *cfg, const json_t *fiel
 	json_decref(copy);
 	json_decref(names);
 	if (!rc)
-		return 0;
+		return json_is_object(pc) ? uh_api_check_config_secret_refs(pc, fields, err) : 0;
 	const char *pfx = "execution_backend_config.";
 	bool own_key = false;
 	if (strncmp(e.field, pfx, strlen(pfx)) == 0) {

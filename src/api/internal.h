@@ -55,6 +55,9 @@ struct uh_api_req;
 typedef int (*uh_api_handler)(struct uh_api_req *r, struct uh_error *err);
 
 #define UH_API_MAX_PARAMS 2
+/* A path parameter: an id ({id}, {user_id}: [A-Za-z0-9_-], under UH_ID_MAX)
+ * or a secret name ({name}: uh_api_name_ok, at most 63 characters). */
+#define UH_API_PARAM_MAX 64
 
 struct uh_api_route {
 	const char *method;  /* GET, POST, PATCH, DELETE */
@@ -70,6 +73,9 @@ struct uh_api_route {
 	const char *response_type;   /* NULL: application/json */
 	const char *summary;
 	const char *headers; /* request headers the route reads, comma-separated (OpenAPI) */
+	bool raw_body;       /* not parsed by the dispatcher: the handler reads r->body */
+	bool secret_body;    /* the body carries a secret value: its buffer is wiped on release and
+	                        a malformed body's error quotes none of it */
 };
 
 extern const struct uh_api_route uh_api_routes[];
@@ -77,10 +83,11 @@ extern const size_t uh_api_nroutes;
 
 /* Match method + path. 0 with *route and params filled; UH_E_NOT_FOUND when
  * no pattern matches the path (ids longer than UH_ID_MAX - 1 or with
- * characters outside [A-Za-z0-9_-] never match); UH_E_METHOD_NOT_ALLOWED when
+ * characters outside [A-Za-z0-9_-] never match, nor {name} segments that
+ * fail uh_api_name_ok); UH_E_METHOD_NOT_ALLOWED when
  * the path matches under other methods, listed in allow ("GET, POST"). */
 int uh_api_route_match(const char *method, const char *path, const struct uh_api_route **route,
-                       char params[UH_API_MAX_PARAMS][UH_ID_MAX], char *allow, size_t allow_len);
+                       char params[UH_API_MAX_PARAMS][UH_API_PARAM_MAX], char *allow, size_t allow_len);
 /* Whether `name` is one of the route's query parameters. */
 bool uh_api_route_query_allowed(const struct uh_api_route *route, const char *name);
 const char *uh_api_policy_name(enum uh_api_policy p);
@@ -120,7 +127,7 @@ struct uh_api_req {
 	const char *method;
 	const char *path;
 	const struct uh_api_route *route;
-	char params[UH_API_MAX_PARAMS][UH_ID_MAX];
+	char params[UH_API_MAX_PARAMS][UH_API_PARAM_MAX];
 	bool authed;
 	struct uh_principal who;
 	bool admin;
@@ -188,6 +195,7 @@ int uh_h_run_trigger(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_list(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_get(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_cancel(struct uh_api_req *r, struct uh_error *err);
+int uh_h_run_callback(struct uh_api_req *r, struct uh_error *err); /* h_callback.c */
 int uh_h_run_rerun(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_logs(struct uh_api_req *r, struct uh_error *err);
 int uh_h_audit_list(struct uh_api_req *r, struct uh_error *err);
@@ -198,6 +206,14 @@ int uh_h_exception_list(struct uh_api_req *r, struct uh_error *err);
 int uh_h_exception_delete(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_approve(struct uh_api_req *r, struct uh_error *err);
 int uh_h_run_reject(struct uh_api_req *r, struct uh_error *err);
+/* The built-in secret store (h_secrets.c). */
+int uh_h_secret_put(struct uh_api_req *r, struct uh_error *err);
+int uh_h_secret_delete(struct uh_api_req *r, struct uh_error *err);
+int uh_h_secret_list(struct uh_api_req *r, struct uh_error *err);
+int uh_h_shared_secret_put(struct uh_api_req *r, struct uh_error *err);
+int uh_h_shared_secret_delete(struct uh_api_req *r, struct uh_error *err);
+int uh_h_shared_secret_list(struct uh_api_req *r, struct uh_error *err);
+int uh_h_secret_rotate(struct uh_api_req *r, struct uh_error *err);
 /* Whether a live exception lets `backend` run the job in its project now
  * (only asked for local in prod; false otherwise or when the store fails:
  * fail closed). A use is audited ("guardrail.exception_used"). */
@@ -257,6 +273,9 @@ int uh_api_validate_job(const json_t *in, const json_t *project, json_t **fields
  * vault:PATH#KEY with PATH under the project's vault_prefix. Field
  * "secrets.ENV". */
 int uh_api_check_secret_refs(const json_t *secrets, const json_t *project, struct uh_error *err);
+/* The references an effective config uses (uh_config_secret_refs), checked
+ * the same way; errors name the config field. */
+int uh_api_check_config_secret_refs(const json_t *config, const json_t *project, struct uh_error *err);
 /* {"name","role"} */
 int uh_api_validate_user_create(const json_t *in, const char **name, const char **role, struct uh_error *err);
 /* {"role"?, "disabled"?}: *role NULL / *disabled -1 when absent. */

@@ -105,6 +105,25 @@ static const char schemas_json[] =
 "  \"reason\":{\"type\":\"string\"},\"expires_at\":{\"type\":\"string\",\"format\":\"date-time\"},"
 "  \"created_by\":{\"type\":\"string\"},\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},"
 "  \"live\":{\"type\":\"boolean\",\"description\":\"not expired yet\"}}},"
+"\"SecretInput\":{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"value\"],\"properties\":{"
+"  \"value\":{\"type\":\"string\",\"minLength\":8,\"maxLength\":65536,\"writeOnly\":true,"
+"    \"description\":\"8 to 65536 bytes, no NUL (a shorter value cannot be masked in logs); never returned\"}}},"
+"\"SharedSecretInput\":{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"value\"],\"properties\":{"
+"  \"value\":{\"type\":\"string\",\"minLength\":8,\"maxLength\":65536,\"writeOnly\":true,"
+"    \"description\":\"8 to 65536 bytes, no NUL (a shorter value cannot be masked in logs); never returned\"},"
+"  \"projects\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},"
+"    \"description\":\"ids of the projects granted the secret; replaces the grants, absent keeps them\"}}},"
+"\"Secret\":{\"type\":\"object\",\"properties\":{\"name\":{\"$ref\":\"#/components/schemas/Name\"},"
+"  \"scope\":{\"type\":\"string\",\"description\":\"the owning project's id, or shared\"},"
+"  \"projects\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},"
+"    \"description\":\"shared secrets only: the projects granted it (archived ones left out)\"},"
+"  \"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},"
+"  \"updated_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"updated_by\":{\"type\":\"string\"}}},"
+"\"RotateKey\":{\"type\":\"object\",\"required\":[\"resealed\"],\"properties\":{"
+"  \"resealed\":{\"type\":\"integer\",\"description\":\"secrets re-sealed under the new key\"},"
+"  \"unreadable\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{"
+"    \"scope\":{\"type\":\"string\"},\"name\":{\"type\":\"string\"}}},"
+"    \"description\":\"rows that open under no key (altered or moved in the database), left as they are\"}}},"
 "\"AuditEvent\":{\"type\":\"object\",\"properties\":{\"seq\":{\"type\":\"integer\"},"
 "  \"at\":{\"type\":\"string\",\"format\":\"date-time\"},\"actor\":{\"type\":\"string\"},\"action\":{\"type\":\"string\"},"
 "  \"target\":{\"type\":\"string\",\"nullable\":true},\"details\":{\"type\":\"object\"},\"prev\":{\"type\":\"string\"},"
@@ -119,7 +138,7 @@ static const struct {
 	const char *list, *item;
 } lists[] = {
     {"UserList", "User"}, {"ProjectList", "Project"},  {"MemberList", "Member"},       {"JobList", "Job"},
-    {"RunList", "Run"},   {"AuditList", "AuditEvent"}, {"ExceptionList", "Exception"},
+    {"RunList", "Run"},   {"AuditList", "AuditEvent"}, {"ExceptionList", "Exception"}, {"SecretList", "Secret"},
 };
 
 static const struct {
@@ -239,9 +258,13 @@ static json_t *operation(const struct uh_api_route *rt)
 		const char *e = strchr(p, '}');
 		if (!e)
 			break;
-		json_array_append_new(params, json_pack("{s:s#,s:s,s:b,s:{s:s,s:i}}", "name", p + 1, (int)(e - p - 1),
-		                                        "in", "path", "required", 1, "schema", "type", "string",
-		                                        "maxLength", UH_ID_MAX - 1));
+		if (e - p - 1 == 4 && strncmp(p + 1, "name", 4) == 0) /* a secret's name */
+			json_array_append_new(params, json_pack("{s:s,s:s,s:b,s:o}", "name", "name", "in", "path",
+			                                        "required", 1, "schema", ref("Name")));
+		else
+			json_array_append_new(params, json_pack("{s:s#,s:s,s:b,s:{s:s,s:i}}", "name", p + 1,
+			                                        (int)(e - p - 1), "in", "path", "required", 1, "schema",
+			                                        "type", "string", "maxLength", UH_ID_MAX - 1));
 	}
 	for (const char *q = rt->query; q && *q;) {
 		size_t m = strcspn(q, ",");
@@ -300,7 +323,11 @@ static json_t *operation(const struct uh_api_route *rt)
 		                    json_pack("{s:s,s:{s:{s:o}}}", "description",
 		                              "the run a previous request with the same Idempotency-Key created",
 		                              "content", "application/json", "schema", ref("Run")));
-	if (rt->query || rt->body != UH_BODY_NONE || rt->scope != UH_SCOPE_NONE)
+	if (rt->handler == uh_h_secret_put || rt->handler == uh_h_shared_secret_put)
+		json_object_set_new(responses, "200",
+		                    json_pack("{s:s,s:{s:{s:o}}}", "description", "replaced an existing secret",
+		                              "content", "application/json", "schema", ref("Secret")));
+	if (rt->query || rt->body != UH_BODY_NONE || rt->scope != UH_SCOPE_NONE || strstr(rt->pattern, "{name}"))
 		add_error(responses, 400, "invalid request, naming the field");
 	if (rt->policy != UH_POL_PUBLIC) {
 		add_error(responses, 401, "missing, unknown, expired or revoked token");
@@ -309,7 +336,7 @@ static json_t *operation(const struct uh_api_route *rt)
 	if (rt->policy == UH_POL_ADMIN || rt->policy == UH_POL_PROJECT_READ || rt->policy == UH_POL_PROJECT_OPERATE ||
 	    rt->policy == UH_POL_PROJECT_MANAGE)
 		add_error(responses, 403, "the caller's role does not allow this");
-	if (rt->scope != UH_SCOPE_NONE)
+	if (rt->scope != UH_SCOPE_NONE || strstr(rt->pattern, "{name}"))
 		add_error(responses, 404, "no such object, or one the caller may not see");
 	if (rt->body != UH_BODY_NONE) {
 		add_error(responses, 413, "body larger than api.max_body_bytes");

@@ -19,6 +19,23 @@
 		.headers = hdr                                                                                     \
 	}
 #define R(...) R_(__VA_ARGS__, NULL, NULL)
+/* RS: the same, for a route whose body carries a secret value. */
+#define RS_(m, p, h, pol, sc, b, q, st, req, resp, rt, sum, hdr, ...)                                              \
+	{                                                                                                          \
+		.method = m, .pattern = p, .handler = h, .policy = pol, .scope = sc, .body = b, .query = q,        \
+		.status = st, .request_schema = req, .response_schema = resp, .response_type = rt, .summary = sum, \
+		.headers = hdr, .secret_body = true                                                                \
+	}
+#define RS(...) RS_(__VA_ARGS__, NULL, NULL)
+/* RR: a route whose handler reads the raw body itself (a signature covers
+ * its exact bytes, and every refusal must look the same). */
+#define RR_(m, p, h, pol, sc, b, q, st, req, resp, rt, sum, hdr, ...)                                              \
+	{                                                                                                          \
+		.method = m, .pattern = p, .handler = h, .policy = pol, .scope = sc, .body = b, .query = q,        \
+		.status = st, .request_schema = req, .response_schema = resp, .response_type = rt, .summary = sum, \
+		.headers = hdr, .raw_body = true                                                                   \
+	}
+#define RR(...) RR_(__VA_ARGS__, NULL, NULL)
 
 /* clang-format off */
 const struct uh_api_route uh_api_routes[] = {
@@ -71,6 +88,24 @@ const struct uh_api_route uh_api_routes[] = {
 	 200, "JobPatch", "Job", NULL, "Change a job (JSON merge patch); guardrail-loosening fields are admin-only"),
 	R("DELETE", V1 "/jobs/{id}", uh_h_job_delete, UH_POL_PROJECT_MANAGE, UH_SCOPE_JOB, UH_BODY_NONE, NULL,
 	 204, NULL, NULL, NULL, "Archive a job (409 while runs are in flight)"),
+	RS("PUT", V1 "/projects/{id}/secrets/{name}", uh_h_secret_put, UH_POL_PROJECT_MANAGE, UH_SCOPE_PROJECT, UH_BODY_REQUIRED, NULL,
+	 201, "SecretInput", "Secret", NULL,
+	 "Create (201) or replace (200) a project's secret; the value is never returned"),
+	R("DELETE", V1 "/projects/{id}/secrets/{name}", uh_h_secret_delete, UH_POL_PROJECT_MANAGE, UH_SCOPE_PROJECT, UH_BODY_NONE, NULL,
+	 204, NULL, NULL, NULL, "Delete a project's secret"),
+	R("GET", V1 "/projects/{id}/secrets", uh_h_secret_list, UH_POL_PROJECT_MANAGE, UH_SCOPE_PROJECT, UH_BODY_NONE, "limit,before",
+	 200, NULL, "SecretList", NULL, "List a project's secrets (names and times, never values)"),
+	RS("PUT", V1 "/secrets/{name}", uh_h_shared_secret_put, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_REQUIRED, NULL,
+	 201, "SharedSecretInput", "Secret", NULL,
+	 "Create (201) or replace (200) a shared secret granted to the listed projects (projects absent: grants kept)"),
+	R("DELETE", V1 "/secrets/{name}", uh_h_shared_secret_delete, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_NONE, NULL,
+	 204, NULL, NULL, NULL, "Delete a shared secret and its grants"),
+	R("GET", V1 "/secrets", uh_h_shared_secret_list, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_NONE, "limit,before",
+	 200, NULL, "SecretList", NULL, "List the shared secrets with the projects they are granted to"),
+	R("POST", V1 "/secrets/rotate-key", uh_h_secret_rotate, UH_POL_ADMIN, UH_SCOPE_NONE, UH_BODY_OPTIONAL, NULL,
+	 200, NULL, "RotateKey", NULL,
+	 "Rotate the secret store's key: every secret is re-sealed under a new key in one transaction"),
+
 	R("POST", V1 "/jobs/{id}/runs", uh_h_run_trigger, UH_POL_PROJECT_OPERATE, UH_SCOPE_JOB, UH_BODY_OPTIONAL, NULL,
 	 201, "RunTrigger", "Run", NULL,
 	 "Trigger a run; Idempotency-Key honoured (the same key and body answer the first run with 200)",
@@ -89,6 +124,13 @@ const struct uh_api_route uh_api_routes[] = {
 	R("POST", V1 "/runs/{id}/rerun", uh_h_run_rerun, UH_POL_PROJECT_OPERATE, UH_SCOPE_RUN, UH_BODY_OPTIONAL, NULL,
 	 201, NULL, "Run", NULL,
 	 "Start a new run of the same job with the same parameters, through every guardrail again"),
+
+	RR("POST", V1 "/runs/{id}/callback", uh_h_run_callback, UH_POL_PUBLIC, UH_SCOPE_NONE, UH_BODY_REQUIRED, NULL,
+	 200, NULL, NULL, NULL,
+	 "End a webhook run in callback mode: signed with X-Uhub-Signature (t=UNIX,v1=HEX, HMAC-SHA256 keyed "
+	 "with the run's callback token over t.body); body {status, exit_code?, message?, log?}; every refusal "
+	 "is the same 401",
+	 "X-Uhub-Signature"),
 
 	R("POST", V1 "/runs/{id}/approve", uh_h_run_approve, UH_POL_PROJECT_MANAGE, UH_SCOPE_RUN, UH_BODY_OPTIONAL, NULL,
 	 200, "RunDecision", "Run", NULL,
@@ -138,7 +180,21 @@ const char *uh_api_policy_name(enum uh_api_policy p)
 }
 
 /* Match one pattern against a path; params filled from {name} segments. */
-static bool match(const char *pattern, const char *path, char params[UH_API_MAX_PARAMS][UH_ID_MAX])
+/* A {name} segment is a secret name; every other parameter is an id. */
+static bool param_ok(const char *pname, size_t pname_len, const char *s, size_t n)
+{
+	if (pname_len == 4 && strncmp(pname, "name", 4) == 0) {
+		char v[UH_API_PARAM_MAX];
+		if (n == 0 || n >= sizeof(v))
+			return false;
+		memcpy(v, s, n);
+		v[n] = '\0';
+		return uh_api_name_ok(v);
+	}
+	return uh_api_id_ok(s, n);
+}
+
+static bool match(const char *pattern, const char *path, char params[UH_API_MAX_PARAMS][UH_API_PARAM_MAX])
 {
 	const char *p = pattern, *s = path;
 	int np = 0;
@@ -146,7 +202,7 @@ static bool match(const char *pattern, const char *path, char params[UH_API_MAX_
 		if (*p == '{') {
 			const char *pe = strchr(p, '}');
 			size_t n = strcspn(s, "/");
-			if (!pe || np >= UH_API_MAX_PARAMS || !uh_api_id_ok(s, n))
+			if (!pe || np >= UH_API_MAX_PARAMS || !param_ok(p + 1, (size_t)(pe - p - 1), s, n))
 				return false;
 			memcpy(params[np], s, n);
 			params[np][n] = '\0';
@@ -164,9 +220,9 @@ static bool match(const char *pattern, const char *path, char params[UH_API_MAX_
 }
 
 int uh_api_route_match(const char *method, const char *path, const struct uh_api_route **route,
-                       char params[UH_API_MAX_PARAMS][UH_ID_MAX], char *allow, size_t allow_len)
+                       char params[UH_API_MAX_PARAMS][UH_API_PARAM_MAX], char *allow, size_t allow_len)
 {
-	char tmp[UH_API_MAX_PARAMS][UH_ID_MAX];
+	char tmp[UH_API_MAX_PARAMS][UH_API_PARAM_MAX];
 	bool path_known = false;
 	if (allow && allow_len)
 		allow[0] = '\0';

@@ -37,7 +37,7 @@
 /* Per-request state, from the first call to the completion callback. */
 struct conn_ctx {
 	const struct uh_api_route *route;
-	char params[UH_API_MAX_PARAMS][UH_ID_MAX];
+	char params[UH_API_MAX_PARAMS][UH_API_PARAM_MAX];
 	bool authed;
 	struct uh_principal who;
 	struct uh_buf body;
@@ -459,6 +459,8 @@ static enum MHD_Result first_call(struct uh_api *api, struct MHD_Connection *con
 	if (rc)
 		return fail(conn, cx, method, url, UH_E_NOT_FOUND, NULL, "no such route");
 	const struct uh_api_route *rt = cx->route;
+	/* Before a byte of it is read: every copy the buffer makes is wiped. */
+	cx->body.secret = rt->secret_body;
 
 	struct query_check q = {.route = rt};
 	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, check_query_arg, &q);
@@ -529,6 +531,21 @@ static void req_release(struct uh_api_req *r)
 		MHD_destroy_response(r->resp);
 }
 
+/* A parser's message quotes the text near the fault, which may be part of
+ * a secret value: keep where, drop what. */
+static void secret_parse_error(struct uh_error *err)
+{
+	if (strstr(err->message, "\\u0000")) {
+		uh_error_set(err, UH_E_INVALID_REQUEST, NULL, "a JSON string of this body holds \\u0000 (NUL)");
+		return;
+	}
+	if (strncmp(err->message, "malformed JSON", 14) == 0) {
+		char *colon = strchr(err->message, ':');
+		if (colon)
+			*colon = '\0';
+	}
+}
+
 static enum MHD_Result dispatch(struct uh_api *api, struct MHD_Connection *conn, struct conn_ctx *cx, const char *url,
                                 const char *method)
 {
@@ -556,10 +573,14 @@ static enum MHD_Result dispatch(struct uh_api *api, struct MHD_Connection *conn,
 		                  cx->route->pattern);
 	if (!rc)
 		rc = enforce(&r, &err);
-	if (!rc && r.body_len) {
+	if (cx->route->raw_body) {
+		/* the handler reads and checks r.body itself */
+	} else if (!rc && r.body_len) {
 		r.json = uh_json_parse(r.body, r.body_len, true, &err);
 		if (!r.json)
 			rc = err.code ? err.code : UH_E_INVALID_REQUEST;
+		if (!r.json && cx->route->secret_body)
+			secret_parse_error(&err);
 	} else if (!rc && cx->route->body == UH_BODY_REQUIRED) {
 		rc =
 		    uh_error_set(&err, UH_E_INVALID_REQUEST, NULL, "request body is empty, a JSON object was expected");

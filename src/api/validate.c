@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "api/internal.h"
+#include "core/jobspec.h"
 #include "backend/backend.h"
 #include "util/json.h"
 #include "util/time.h"
@@ -322,6 +323,45 @@ int uh_api_validate_project(const json_t *in, json_t **fields, struct uh_error *
 
 /* ---- jobs ---- */
 
+/* One reference `v`, reported under field `f`. */
+static int check_secret_ref(const char *f, const json_t *v, const json_t *project, struct uh_error *err)
+{
+	if (!json_is_string(v))
+		return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must be a secret reference string", f);
+	const char *ref = json_string_value(v);
+	if (strncmp(ref, "shared:", 7) == 0) {
+		if (!uh_api_name_ok(ref + 7))
+			return uh_error_set(err, UH_E_INVALID_REQUEST, f,
+			                    "'%s': 'shared:NAME' needs a secret name of [A-Za-z0-9._-]", f);
+	} else if (strncmp(ref, "vault:", 6) == 0) {
+		const char *path = ref + 6, *hash = strchr(path, '#');
+		if (!hash || !vault_path_ok(path, (size_t)(hash - path)) || !hash[1] || strlen(hash + 1) > 128)
+			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must look like vault:PATH#KEY",
+			                    f);
+		for (const char *c = hash + 1; *c; c++)
+			if (!(isalnum((unsigned char)*c) || *c == '_' || *c == '.' || *c == '-') ||
+			    (unsigned char)*c > 0x7f)
+				return uh_error_set(err, UH_E_INVALID_REQUEST, f,
+				                    "'%s': the KEY of vault:PATH#KEY must be [A-Za-z0-9._-]",
+				                    f);
+		const char *prefix = json_string_value(json_object_get(project, "vault_prefix"));
+		if (!prefix)
+			return uh_error_set(err, UH_E_INVALID_REQUEST, f,
+			                    "'%s' is a Vault reference but the project has no vault_prefix", f);
+		size_t pn = strlen(prefix), n = (size_t)(hash - path);
+		if (pn && prefix[pn - 1] == '/')
+			pn--; /* "team/app/" and "team/app" name the same subtree */
+		if (!(n >= pn && strncmp(path, prefix, pn) == 0 && (n == pn || path[pn] == '/')))
+			return uh_error_set(err, UH_E_INVALID_REQUEST, f,
+			                    "'%s' must name a path under the project's vault_prefix '%s'", f,
+			                    prefix);
+	} else if (!uh_api_name_ok(ref)) {
+		return uh_error_set(err, UH_E_INVALID_REQUEST, f,
+		                    "'%s' must be NAME, shared:NAME or vault:PATH#KEY", f);
+	}
+	return 0;
+}
+
 int uh_api_check_secret_refs(const json_t *secrets, const json_t *project, struct uh_error *err)
 {
 	const char *k;
@@ -330,41 +370,27 @@ int uh_api_check_secret_refs(const json_t *secrets, const json_t *project, struc
 	{
 		char f[160];
 		snprintf(f, sizeof(f), "secrets.%s", k);
-		if (!json_is_string(v))
-			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must be a secret reference string", f);
-		const char *ref = json_string_value(v);
-		if (strncmp(ref, "shared:", 7) == 0) {
-			if (!uh_api_name_ok(ref + 7))
-				return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-				                    "'%s': 'shared:NAME' needs a secret name of [A-Za-z0-9._-]", f);
-		} else if (strncmp(ref, "vault:", 6) == 0) {
-			const char *path = ref + 6, *hash = strchr(path, '#');
-			if (!hash || !vault_path_ok(path, (size_t)(hash - path)) || !hash[1] || strlen(hash + 1) > 128)
-				return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must look like vault:PATH#KEY",
-				                    f);
-			for (const char *c = hash + 1; *c; c++)
-				if (!(isalnum((unsigned char)*c) || *c == '_' || *c == '.' || *c == '-') ||
-				    (unsigned char)*c > 0x7f)
-					return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-					                    "'%s': the KEY of vault:PATH#KEY must be [A-Za-z0-9._-]",
-					                    f);
-			const char *prefix = json_string_value(json_object_get(project, "vault_prefix"));
-			if (!prefix)
-				return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-				                    "'%s' is a Vault reference but the project has no vault_prefix", f);
-			size_t pn = strlen(prefix), n = (size_t)(hash - path);
-			if (pn && prefix[pn - 1] == '/')
-				pn--; /* "team/app/" and "team/app" name the same subtree */
-			if (!(n >= pn && strncmp(path, prefix, pn) == 0 && (n == pn || path[pn] == '/')))
-				return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-				                    "'%s' must name a path under the project's vault_prefix '%s'", f,
-				                    prefix);
-		} else if (!uh_api_name_ok(ref)) {
-			return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-			                    "'%s' must be NAME, shared:NAME or vault:PATH#KEY", f);
-		}
+		int rc = check_secret_ref(f, v, project, err);
+		if (rc)
+			return rc;
 	}
 	return 0;
+}
+
+int uh_api_check_config_secret_refs(const json_t *config, const json_t *project, struct uh_error *err)
+{
+	json_t *refs = json_object();
+	int rc = refs ? uh_config_secret_refs(config, refs, err) : uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	const char *k;
+	json_t *v;
+	json_object_foreach(refs, k, v)
+	{
+		if (rc)
+			break;
+		rc = check_secret_ref(k, v, project, err);
+	}
+	json_decref(refs);
+	return rc;
 }
 
 static int check_env_key(const char *k, const char *f, struct uh_error *err)

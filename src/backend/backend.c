@@ -11,6 +11,8 @@
 
 static const struct uh_backend_ops *const registry[] = {
     &uh_backend_local,
+    &uh_backend_docker,
+    &uh_backend_webhook,
 };
 
 static const char *const known[] = {"local", "docker", "webhook", "ssh", "kubernetes", "serverless"};
@@ -22,6 +24,14 @@ const struct uh_backend_ops *uh_backend_find(const char *name)
 	for (size_t i = 0; i < sizeof(registry) / sizeof(registry[0]); i++)
 		if (strcmp(registry[i]->name, name) == 0)
 			return registry[i];
+	return NULL;
+}
+
+const struct uh_secret_env *uh_run_spec_config_secret(const struct uh_run_spec *spec, const char *ref)
+{
+	for (size_t i = 0; ref && i < spec->n_config_secrets; i++)
+		if (strcmp(spec->config_secrets[i].name, ref) == 0)
+			return &spec->config_secrets[i];
 	return NULL;
 }
 
@@ -147,6 +157,13 @@ void uh_backend_stop(struct uh_run_handle *h, int64_t grace_ms)
 {
 	if (h && h->ops->stop)
 		h->ops->stop(h, grace_ms < 0 ? 0 : grace_ms);
+}
+
+int uh_backend_callback(struct uh_run_handle *h, const json_t *body)
+{
+	if (!h || !h->ops->callback)
+		return UH_E_NOT_FOUND;
+	return h->ops->callback(h, body) ? UH_E_CONFLICT : 0;
 }
 
 void uh_backend_release(struct uh_run_handle *h)

@@ -46,8 +46,16 @@ struct uh_run_spec {
 	const json_t *config;  /* effective config: merged, validated, capped; secret-free */
 	const json_t *command; /* argv: array of strings, or NULL */
 	const json_t *env;     /* object of strings: UHUB_* + UHUB_PARAM_* + the job's env */
+	/* The job's `secrets`: env vars of the job's process (NAME = env name). */
 	const struct uh_secret_env *secrets;
 	size_t n_secrets;
+	/* Secrets the backend itself uses, named by their reference as written in
+	 * the effective config: `token_secret`, `key_secret`,
+	 * `credentials_secret` values and `{{secrets.REF}}` in webhook headers.
+	 * NAME = the reference ("gl_token", "shared:ci", "vault:team/x#tok").
+	 * Look one up with uh_run_spec_config_secret(). */
+	const struct uh_secret_env *config_secrets;
+	size_t n_config_secrets;
 	int64_t timeout_s; /* forced; the supervisor enforces it by calling stop() */
 };
 
@@ -132,7 +140,16 @@ struct uh_backend_ops {
 	 * node: make sure nothing of it remains (kill, remove, clean up). Returns
 	 * 0 once nothing remains. */
 	int (*settle)(const struct uh_config *cfg, const char *run_id, const char *external_id, struct uh_error *err);
+
+	/* A verified callback for a running run (webhook `callback` mode): `body`
+	 * is the parsed JSON body. Supervisor thread. May be NULL. Returns 0 if
+	 * taken (the backend then calls host->finished), else non-zero. */
+	int (*callback)(struct uh_run_handle *h, const json_t *body);
 };
+
+/* The value of the backend secret named by `ref` (see config_secrets), or
+ * NULL. */
+const struct uh_secret_env *uh_run_spec_config_secret(const struct uh_run_spec *spec, const char *ref);
 
 /* ---- Registry and wrappers (backend.c) ---- */
 
@@ -159,6 +176,10 @@ int uh_backend_start(const struct uh_backend_ops *ops, const struct uh_backend_h
                      struct uh_run_handle **out, struct uh_error *err);
 void uh_backend_stop(struct uh_run_handle *h, int64_t grace_ms);
 void uh_backend_release(struct uh_run_handle *h);
+/* Hand a verified callback body to the run's backend (supervisor thread).
+ * 0 when taken (the backend then finishes the run); UH_E_NOT_FOUND when the
+ * backend takes no callbacks, UH_E_CONFLICT when it refused this one. */
+int uh_backend_callback(struct uh_run_handle *h, const json_t *body);
 int uh_backend_settle(const struct uh_config *cfg, const char *backend, const char *run_id, const char *external_id,
                       struct uh_error *err);
 
@@ -167,5 +188,7 @@ void *uh_backend_handle_check(struct uh_run_handle *h, const struct uh_backend_o
 
 /* Each backend's ops (defined in its file). */
 extern const struct uh_backend_ops uh_backend_local;
+extern const struct uh_backend_ops uh_backend_docker;
+extern const struct uh_backend_ops uh_backend_webhook;
 
 #endif

@@ -173,6 +173,38 @@ static int secret_delete(struct cli *c, const struct cli_args *a)
 	return rc;
 }
 
+static const struct cli_opt common_opts[] = {
+    CLI_COMMON_OPTS,
+    {NULL},
+};
+
+/* Every secret re-sealed under a new key (admin): prints how many. */
+static int secret_rotate_key(struct cli *c, const struct cli_args *a)
+{
+	(void)a;
+	struct cli_resp r;
+	json_t *body = json_object();
+	int rc = cli_call(c, "POST", "/secrets/rotate-key", body, &r);
+	json_decref(body);
+	if (!rc) {
+		if (c->json)
+			cli_print_json(r.json);
+		else
+			printf("%lld secrets re-sealed under a new key\n",
+			       (long long)json_integer_value(json_object_get(r.json, "resealed")));
+		size_t i;
+		json_t *u;
+		json_array_foreach(json_object_get(r.json, "unreadable"), i, u)
+		{
+			cli_errorf("secret '%s' of scope '%s' opens under no key (altered or moved): left as it is",
+			           json_string_value(json_object_get(u, "name")),
+			           json_string_value(json_object_get(u, "scope")));
+		}
+	}
+	cli_resp_free(&r);
+	return rc;
+}
+
 const struct cli_cmd uh_cli_secret_cmds[] = {
     {"secret set", "[--project PROJECT | --grant PROJECT...] NAME",
      "set a secret from standard input (one final newline dropped); shared (admin) without --project", set_opts, 1, 1,
@@ -180,5 +212,7 @@ const struct cli_cmd uh_cli_secret_cmds[] = {
     {"secret list", "[--project PROJECT]", "list secret names (values are never shown)", scope_opts, 0, 0, false,
      secret_list},
     {"secret delete", "[--project PROJECT] NAME", "delete a secret", scope_opts, 1, 1, false, secret_delete},
+    {"secret rotate-key", "", "re-seal every secret under a new key (admin)", common_opts, 0, 0, false,
+     secret_rotate_key},
     {NULL},
 };

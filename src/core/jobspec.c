@@ -94,6 +94,42 @@ json_t *uh_job_env_names(const json_t *job)
 	return names;
 }
 
+int uh_config_secret_refs(const json_t *config, json_t *out, struct uh_error *err)
+{
+	static const char P[] = "execution_backend_config.";
+	const char *k;
+	json_t *v;
+	json_object_foreach((json_t *)config, k, v)
+	{
+		size_t n = strlen(k);
+		if (n < 7 || strcmp(k + n - 7, "_secret") != 0 || json_is_null(v))
+			continue;
+		char f[192];
+		snprintf(f, sizeof(f), "%s%s", P, k);
+		if (!json_is_string(v))
+			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must be a secret reference string", f);
+		json_object_set(out, f, v);
+	}
+	json_object_foreach(json_object_get(config, "headers"), k, v)
+	{
+		const char *s = json_string_value(v);
+		int i = 0;
+		while (s && (s = strstr(s, "{{secrets.")) != NULL) {
+			const char *ref = s + 10, *end = strstr(ref, "}}");
+			char f[256];
+			snprintf(f, sizeof(f), "%sheaders.%s", P, k);
+			if (!end || end == ref)
+				return uh_error_set(err, UH_E_INVALID_REQUEST, f,
+				                    "'%s': '{{secrets.' must be followed by a reference and '}}'", f);
+			if (i++)
+				snprintf(f + strlen(f), sizeof(f) - strlen(f), "#%d", i);
+			json_object_set_new(out, f, json_stringn(ref, (size_t)(end - ref)));
+			s = end + 2;
+		}
+	}
+	return 0;
+}
+
 bool uh_guardrail_needs_exception(const char *environment, const char *backend)
 {
 	return environment && strcmp(environment, "prod") == 0 && backend && strcmp(backend, "local") == 0;

@@ -28,6 +28,14 @@ json_t *uh_run_env(const char *run_id, const json_t *project, const json_t *job,
 /* The env names a job sets (keys of env and secrets), for backend checks. */
 json_t *uh_job_env_names(const json_t *job);
 
+/* The secret references an effective config uses, into `out` (an object:
+ * field path -> reference): the string value of every top-level key ending
+ * in "_secret" (`token_secret`, `key_secret`, `credentials_secret`), and each
+ * `{{secrets.REF}}` inside a `headers` value (field
+ * "execution_backend_config.headers.NAME"). 0, or UH_E_INVALID_REQUEST for
+ * an unterminated `{{secrets.` template or a non-string *_secret value. */
+int uh_config_secret_refs(const json_t *config, json_t *out, struct uh_error *err);
+
 /* Guardrails at trigger: UH_E_GUARDRAIL when refused (message says why),
  * else *initial_status is queued or pending_approval. exception_live: a live
  * admin exception covers the project or the job (the caller asked the

@@ -7,12 +7,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -21,6 +23,8 @@
 #include "backend/backend.h"
 #include "core/audit.h"
 #include "daemon/supervisor.h"
+#include "secret/secret.h"
+#include "secret/vault.h"
 #include "store/store.h"
 #include "util/buf.h"
 #include "util/crypto.h"
@@ -45,6 +49,7 @@ struct daemon {
 	struct uh_store *store;
 	struct uh_supervisor *sup;
 	struct uh_api *api;
+	struct uh_vault *vault;
 	int signals;
 };
 
@@ -82,6 +87,50 @@ static int read_token_file(const char *path, char *out, size_t outlen, struct uh
 	while (got > 0 && (out[got - 1] == '\n' || out[got - 1] == '\r' || out[got - 1] == ' '))
 		out[--got] = '\0';
 	return 0;
+}
+
+/* jansson frees without wiping; a secret value parsed from a request body or
+ * a Vault answer passes through its strings. Wipe every block it frees. */
+static void json_free_wiped(void *p)
+{
+	if (p) {
+		uh_memzero(p, malloc_usable_size(p));
+		free(p);
+	}
+}
+
+static int reseal_row(void *arg, const char *scope, const char *name, const unsigned char *blob, size_t blob_len,
+                      unsigned char **out, size_t *out_len, struct uh_error *err)
+{
+	(void)arg;
+	struct uh_error oe = {0};
+	if (uh_secret_rotate_reseal(scope, name, blob, blob_len, out, out_len, &oe) == 0)
+		return 0;
+	/* A row that opens under no key (altered or moved in the database) must
+	 * not keep the daemon from starting: it stays as it is, unusable. */
+	uh_warn("key rotation: secret '%s' of scope '%s' does not open (%s); left as it is", name, scope, oe.message);
+	if (!(*out = malloc(blob_len ? blob_len : 1)))
+		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	memcpy(*out, blob, blob_len);
+	*out_len = blob_len;
+	return 0;
+}
+
+/* A key rotation a crash (or a failed re-seal) left pending is finished
+ * before anything reads a secret. */
+static int finish_rotation(struct uh_store *st, struct uh_error *err)
+{
+	if (!uh_secret_rotation_pending())
+		return 0;
+	json_t *details = json_pack("{s:s}", "finished", "at start-up");
+	struct uh_audit_in a = {"system", "secret.rotate_key", NULL, details};
+	int64_t n = 0;
+	int rc = uh_store_secret_reseal(st, reseal_row, NULL, &a, &n, err);
+	json_decref(details);
+	if (rc)
+		return rc;
+	uh_info("finished the secrets key rotation a previous run left pending (%lld secrets)", (long long)n);
+	return uh_secret_rotate_end(true, err);
 }
 
 static int bootstrap(struct daemon *d, const char *db_path, struct uh_error *err)
@@ -274,6 +323,14 @@ int uh_daemon_main(int argc, char **argv)
 
 	/* Secrets pass through this process: no core dumps, no ptrace by peers. */
 	prctl(PR_SET_DUMPABLE, 0);
+	/* Each run in flight holds a few descriptors: use all the host allows
+	 * (the supervisor keeps runs queued past what that allows). */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
+	json_set_alloc_funcs(malloc, json_free_wiped);
 	signal(SIGPIPE, SIG_IGN);
 	umask(077);
 
@@ -324,6 +381,13 @@ int uh_daemon_main(int argc, char **argv)
 		fprintf(stderr, "uhub: cannot open the store: %s\n", err.message);
 		return 78;
 	}
+	/* Secrets: the store's key, a rotation a crash interrupted, Vault. */
+	if (uh_secret_keys_init(&d.cfg, &err) || finish_rotation(d.store, &err) ||
+	    uh_vault_new(&d.cfg, &d.vault, &err)) {
+		fprintf(stderr, "uhub: secrets: %s\n", err.message);
+		uh_store_close(d.store);
+		return 78;
+	}
 	if (bootstrap(&d, db_path ? db_path : "./uhub", &err)) {
 		fprintf(stderr, "uhub: first admin: %s\n", err.message);
 		uh_store_close(d.store);
@@ -336,7 +400,8 @@ int uh_daemon_main(int argc, char **argv)
 		uh_store_close(d.store);
 		return 78;
 	}
-	if (uh_supervisor_new(&d.loop, d.store, &d.cfg, &d.sup, &err) || uh_supervisor_recover(d.sup, &err)) {
+	if (uh_supervisor_new(&d.loop, d.store, &d.cfg, &d.sup, &err) ||
+	    (uh_supervisor_set_vault(d.sup, d.vault), uh_supervisor_recover(d.sup, &err))) {
 		fprintf(stderr, "uhub: recovery: %s\n", err.message);
 		uh_store_close(d.store);
 		return 70;
@@ -346,6 +411,7 @@ int uh_daemon_main(int argc, char **argv)
 	    .cfg = &d.cfg,
 	    .kick = uh_supervisor_kick,
 	    .cancel = uh_supervisor_cancel,
+	    .callback = uh_supervisor_callback,
 	    .arg = d.sup,
 	    .draining = &draining,
 	};
@@ -380,6 +446,8 @@ int uh_daemon_main(int argc, char **argv)
 	uh_supervisor_free(d.sup);
 	uv_loop_close(&d.loop);
 	uh_store_close(d.store);
+	uh_vault_free(d.vault);
+	uh_secret_keys_shutdown();
 	uh_config_free(&d.cfg);
 	for (size_t i = 0; i < d.n_reloaded; i++) {
 		uh_config_free(d.reloaded[i]);

@@ -13,6 +13,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
 #include "backend/backend.h"
 #include "core/jobspec.h"
@@ -22,6 +24,8 @@
 #include "daemon/guard.h"
 #include "daemon/retention.h"
 #include "daemon/retry.h"
+#include "daemon/secrets.h"
+#include "secret/mask.h"
 #include "util/json.h"
 #include "util/log.h"
 #include "util/time.h"
@@ -51,6 +55,15 @@ struct active {
 	size_t tail_head, tail_len, tail_cap;
 	int64_t tail_bytes;
 	bool truncated;
+	/* Secrets: resolved on a worker (Vault is a network call) while the run
+	 * stays queued; the masker lives as long as the run. */
+	uv_work_t work;
+	bool resolving;
+	struct uh_run_secrets *secrets;
+	int resolve_rc;
+	struct uh_error resolve_err;
+	struct uh_masker *mask;
+	struct uh_buf masked;
 };
 
 struct pending_chunk {
@@ -105,6 +118,8 @@ struct uh_supervisor {
 	size_t n_active;
 	struct slot_count *slots[NBUCKETS];
 	bool waiting_for_slot; /* a queued run is held back by max_concurrent */
+	size_t max_inflight;   /* what the descriptor limit allows (fd_budget) */
+	bool fd_cap_said;
 
 	pthread_mutex_t lock; /* guards kicked and cancels */
 	bool kicked;
@@ -122,6 +137,7 @@ struct uh_supervisor {
 	void *drain_arg;
 
 	struct uh_backend_host host;
+	struct uh_vault *vault; /* NULL: no Vault configured */
 };
 
 /* ---- active runs by id ---- */
@@ -344,9 +360,8 @@ static bool tail_push(struct active *a, int64_t from, int64_t to)
 	return false;
 }
 
-static void on_output(struct uh_run_handle *h, enum uh_stream stream, const char *data, size_t len)
+static void store_output(struct active *a, enum uh_stream stream, const char *data, size_t len)
 {
-	struct active *a = h->host_data;
 	struct uh_supervisor *s = a->sup;
 	while (len) {
 		int64_t off = a->offset;
@@ -389,6 +404,37 @@ static void on_output(struct uh_run_handle *h, enum uh_stream stream, const char
 		arm_flush(s);
 }
 
+/* Output goes through the run's masker (when it has secrets) before it is
+ * stored or streamed. */
+static void on_output(struct uh_run_handle *h, enum uh_stream stream, const char *data, size_t len)
+{
+	struct active *a = h->host_data;
+	if (!a->mask) {
+		store_output(a, stream, data, len);
+		return;
+	}
+	a->masked.len = 0;
+	if (uh_masker_feed(a->mask, (int)stream, data, len, &a->masked)) {
+		static const char lost[] = "\n[uhub: output could not be masked and was dropped]\n";
+		store_output(a, UH_STREAM_SYSTEM, lost, sizeof(lost) - 1);
+		return;
+	}
+	if (a->masked.len)
+		store_output(a, stream, a->masked.data, a->masked.len);
+}
+
+/* What the masker still holds back, at the end of the run. */
+static void flush_masker(struct active *a)
+{
+	if (!a->mask)
+		return;
+	for (int st = UH_STREAM_STDOUT; st <= UH_STREAM_SYSTEM; st++) {
+		a->masked.len = 0;
+		if (uh_masker_flush(a->mask, st, &a->masked) == 0 && a->masked.len)
+			store_output(a, (enum uh_stream)st, a->masked.data, a->masked.len);
+	}
+}
+
 static void on_persist(struct uh_run_handle *h)
 {
 	struct active *a = h->host_data;
@@ -402,6 +448,9 @@ static void on_persist(struct uh_run_handle *h)
 
 static void active_free(struct active *a)
 {
+	uh_run_secrets_free(a->secrets);
+	uh_masker_free(a->mask);
+	uh_buf_free(&a->masked);
 	free(a->tail);
 	uh_run_free(a->run);
 	free(a);
@@ -578,6 +627,7 @@ static void on_finished(struct uh_run_handle *h, const struct uh_run_result *res
 		snprintf(msg, sizeof(msg), "killed by signal %d", res->signal);
 	}
 	u.message = msg;
+	flush_masker(a);
 	u.log_truncated = a->truncated;
 	flush(s); /* all output stored before the run turns terminal */
 	int rc = run_transition(s, a->run, &u, "run.finish");
@@ -630,6 +680,10 @@ static bool at_limit(struct uh_supervisor *s, const struct uh_run *run)
 	return json_is_integer(p) && slot_get(s, run->project_id) >= json_integer_value(p);
 }
 
+static void resolve_work(uv_work_t *w);
+static void resolve_done(uv_work_t *w, int status);
+static void start_run(struct uh_supervisor *s, struct active *a, const struct uh_backend_ops *ops);
+
 static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 {
 	struct uh_error err = {0};
@@ -643,21 +697,6 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_REJECTED, err.field[0] ? err.field : "exception_revoked",
 		                 err.message);
 	if (v != UH_GUARD_GO) {
-		uh_run_free(run);
-		return;
-	}
-	/* No secret store is built yet: a run that needs a secret fails before
-	 * anything executes rather than run without it. */
-	const char *env_name;
-	json_t *ref;
-	json_object_foreach(json_object_get(run->spec, "secrets"), env_name, ref)
-	{
-		char msg[512];
-		snprintf(msg, sizeof(msg),
-		         "secret reference '%s' (env %s) cannot be resolved: no secret store is built in "
-		         "this uhub",
-		         json_is_string(ref) ? json_string_value(ref) : "?", env_name);
-		end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_ERROR, "secret_unavailable", msg);
 		uh_run_free(run);
 		return;
 	}
@@ -677,7 +716,74 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 	a->run = run;
 	a->head_max = s->cfg->log_max_bytes / 2;
 	a->tail_max = s->cfg->log_max_bytes - a->head_max;
+	uh_buf_init(&a->masked, 64u << 20);
 
+	if (uh_run_needs_secrets(json_object_get(run->spec, "secrets"), run->effective_config)) {
+		/* Resolved on a worker; the run holds its slot and stays queued
+		 * until its secrets are in hand. */
+		a->resolving = true;
+		add_active(s, a);
+		a->work.data = a;
+		if (uv_queue_work(s->loop, &a->work, resolve_work, resolve_done) != 0) {
+			a->resolving = false;
+			end_before_start(s, run, UH_RUN_QUEUED, UH_RUN_ERROR, "secret_unavailable",
+			                 "the run's secrets could not be fetched: no worker");
+			finish_active(a);
+		}
+		return;
+	}
+	start_run(s, a, ops);
+}
+
+/* Worker thread: only the store (thread-safe), Vault and the key. */
+static void resolve_work(uv_work_t *w)
+{
+	struct active *a = w->data;
+	const struct uh_run *run = a->run;
+	a->resolve_rc = uh_run_secrets_resolve(a->sup->store, a->sup->vault, run->project_id,
+	                                       json_object_get(run->spec, "secrets"), run->effective_config,
+	                                       &a->secrets, &a->resolve_err);
+	if (!a->resolve_rc) {
+		struct uh_error e = {0};
+		if (uh_masker_new(a->secrets->mask, a->secrets->n_mask, &a->mask, &e))
+			a->resolve_rc = uh_error_set(&a->resolve_err, UH_E_UNAVAILABLE, NULL,
+			                             "a secret value given to the run cannot be masked in its log "
+			                             "(values need at least %d bytes)",
+			                             UH_MASK_MIN_LEN);
+	}
+}
+
+static void resolve_done(uv_work_t *w, int status)
+{
+	struct active *a = w->data;
+	struct uh_supervisor *s = a->sup;
+	a->resolving = false;
+	if (a->stop == STOP_CANCEL || a->run->cancel_requested) {
+		end_before_start(s, a->run, UH_RUN_QUEUED, UH_RUN_CANCELED, "canceled", "canceled before it started");
+		finish_active(a);
+		return;
+	}
+	if (a->stop == STOP_SHUTDOWN || s->draining) {
+		finish_active(a); /* stays queued for the next start */
+		return;
+	}
+	if (status != 0 || a->resolve_rc) {
+		const char *msg = status != 0 ? "the run's secrets could not be fetched" : a->resolve_err.message;
+		uh_warn("run=%s job=%s backend=%s: %s", a->run->id, a->run->job_id, a->run->backend, msg);
+		end_before_start(s, a->run, UH_RUN_QUEUED, UH_RUN_ERROR, "secret_unavailable", msg);
+		finish_active(a);
+		return;
+	}
+	start_run(s, a, uh_backend_find(a->run->backend));
+}
+
+/* queued -> running, then the backend's start. `a` may already be active
+ * (its secrets were resolved first). */
+static void start_run(struct uh_supervisor *s, struct active *a, const struct uh_backend_ops *ops)
+{
+	struct uh_run *run = a->run;
+	struct uh_error err = {0};
+	bool added = find_active(s, run->id) == a;
 	int64_t now = uh_now_us();
 	struct uh_run_update u = {.from = UH_RUN_QUEUED, .to = UH_RUN_RUNNING, .started_at = now};
 	json_t *details = json_pack("{s:s,s:s,s:s}", "from", "queued", "to", "running", "backend", run->backend);
@@ -687,13 +793,17 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 	if (r) {
 		/* Canceled or changed meanwhile: leave it to whoever changed it. */
 		uh_debug("run=%s not started: %s", run->id, err.message);
-		active_free(a);
+		if (added)
+			finish_active(a);
+		else
+			active_free(a);
 		return;
 	}
 	run->status = UH_RUN_RUNNING;
 	run->started_at = now;
 	uh_metrics_dispatch((double)(now - run->created_at) / 1e6);
-	add_active(s, a);
+	if (!added)
+		add_active(s, a);
 	uh_notify_run(run->id);
 
 	json_t *cmd = json_object_get(run->spec, "command");
@@ -708,13 +818,19 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 	    .config = run->effective_config,
 	    .command = json_is_array(cmd) ? cmd : NULL,
 	    .env = json_is_object(env) ? env : NULL,
-	    .secrets = NULL,
-	    .n_secrets = 0,
+	    .secrets = a->secrets ? a->secrets->env : NULL,
+	    .n_secrets = a->secrets ? a->secrets->n_env : 0,
+	    .config_secrets = a->secrets ? a->secrets->cfg : NULL,
+	    .n_config_secrets = a->secrets ? a->secrets->n_cfg : 0,
 	    .timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds")),
 	};
 	if (spec.timeout_s <= 0)
 		spec.timeout_s = s->cfg->guardrails.default_timeout_s;
 	r = uh_backend_start(ops, &s->host, a, s->loop, s->cfg, &spec, &a->h, &err);
+	/* The backend copied what it keeps: wipe the values now. The masker
+	 * keeps what it derived from them, in locked memory, until the end. */
+	uh_run_secrets_free(a->secrets);
+	a->secrets = NULL;
 	if (r) {
 		const char *reason = err.field[0] && uh_run_reason_known(err.field) ? err.field : "backend_error";
 		if (r == UH_E_UNAVAILABLE)
@@ -774,6 +890,19 @@ static void dispatch(struct uh_supervisor *s)
 				held++;
 				continue;
 			}
+			if (!runs[i]->cancel_requested && s->n_active >= s->max_inflight) {
+				/* Out of descriptors the next run would need: it waits
+				 * queued rather than fail (or take the daemon down). */
+				if (!s->fd_cap_said)
+					uh_warn("%zu runs in flight: the descriptor limit (RLIMIT_NOFILE) allows no "
+					        "more; further runs wait queued",
+					        s->n_active);
+				s->fd_cap_said = true;
+				s->waiting_for_slot = true;
+				uh_run_free(runs[i]);
+				held++;
+				continue;
+			}
 			if (!runs[i]->cancel_requested && at_limit(s, runs[i])) {
 				s->waiting_for_slot = true; /* stays queued, in trigger order */
 				uh_run_free(runs[i]);
@@ -814,6 +943,105 @@ static void handle_cancel(struct uh_supervisor *s, const char *run_id)
 	uh_run_free(run);
 }
 
+/* ---- callbacks (webhook `callback` mode) ----
+ * The API thread waits for the loop's answer, so a second callback of the
+ * same run is refused once the first was taken. Kept apart from the
+ * supervisor's struct: a process-wide queue under its own lock, each entry
+ * naming its supervisor, freed by whichever side lets go last. */
+struct cb_request {
+	struct cb_request *next;
+	struct uh_supervisor *s;
+	char run_id[UH_ID_MAX];
+	json_t *body; /* a copy owned by the request */
+	int result;
+	bool done;
+	int refs;
+};
+
+static pthread_mutex_t cb_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cb_cv = PTHREAD_COND_INITIALIZER;
+static struct cb_request *cb_queue;
+
+static void cb_unref_locked(struct cb_request *c)
+{
+	if (--c->refs == 0) {
+		json_decref(c->body);
+		free(c);
+	}
+}
+
+static void handle_callbacks(struct uh_supervisor *s)
+{
+	pthread_mutex_lock(&cb_mu);
+	struct cb_request *mine = NULL, **pp = &cb_queue;
+	while (*pp) {
+		struct cb_request *c = *pp;
+		if (c->s == s) {
+			*pp = c->next;
+			c->next = mine;
+			mine = c;
+		} else {
+			pp = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&cb_mu);
+	while (mine) {
+		struct cb_request *c = mine;
+		mine = c->next;
+		struct active *a = find_active(s, c->run_id);
+		int rc = UH_E_NOT_FOUND;
+		if (a && a->h && a->stop == STOP_NONE) {
+			uh_info("run=%s job=%s backend=%s callback received", a->run->id, a->run->job_id,
+			        a->run->backend);
+			rc = uh_backend_callback(a->h, c->body); /* may finish and free a */
+		}
+		pthread_mutex_lock(&cb_mu);
+		c->result = rc;
+		c->done = true;
+		pthread_cond_broadcast(&cb_cv);
+		cb_unref_locked(c);
+		pthread_mutex_unlock(&cb_mu);
+	}
+}
+
+int uh_supervisor_callback(void *arg, const char *run_id, json_t *body)
+{
+	struct uh_supervisor *s = arg;
+	struct cb_request *c = calloc(1, sizeof(*c));
+	if (!c || !run_id || strlen(run_id) >= UH_ID_MAX || !(c->body = json_deep_copy(body))) {
+		free(c);
+		return UH_E_INTERNAL;
+	}
+	c->s = s;
+	snprintf(c->run_id, sizeof(c->run_id), "%s", run_id);
+	c->refs = 2;
+	pthread_mutex_lock(&cb_mu);
+	c->next = cb_queue;
+	cb_queue = c;
+	pthread_mutex_unlock(&cb_mu);
+	uv_async_send(&s->wake);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	pthread_mutex_lock(&cb_mu);
+	while (!c->done)
+		if (pthread_cond_timedwait(&cb_cv, &cb_mu, &until) != 0)
+			break;
+	int rc = c->done ? c->result : UH_E_UNAVAILABLE;
+	if (!c->done) {
+		/* Not taken yet: take it back so it never runs late. */
+		for (struct cb_request **pp = &cb_queue; *pp; pp = &(*pp)->next)
+			if (*pp == c) {
+				*pp = c->next;
+				c->refs--;
+				break;
+			}
+	}
+	cb_unref_locked(c);
+	pthread_mutex_unlock(&cb_mu);
+	return rc;
+}
+
 static void wake_cb(uv_async_t *w)
 {
 	struct uh_supervisor *s = w->data;
@@ -829,6 +1057,7 @@ static void wake_cb(uv_async_t *w)
 		free(cancels);
 		cancels = next;
 	}
+	handle_callbacks(s);
 	if (kicked)
 		dispatch(s);
 }
@@ -865,6 +1094,18 @@ void uh_supervisor_cancel(void *arg, const char *run_id)
 	uv_async_send(&s->wake);
 }
 
+/* Runs in flight the descriptor limit allows: each holds a few (a pidfd and
+ * pipes for Local, sockets for Docker and webhooks; 6 is generous), and
+ * the API, the store and the loop keep a reserve. */
+static size_t fd_budget(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return SIZE_MAX;
+	size_t n = rl.rlim_cur > 512 ? (size_t)(rl.rlim_cur - 512) / 6 : 0;
+	return n < 16 ? 16 : n;
+}
+
 int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_config *cfg, struct uh_supervisor **out,
                       struct uh_error *err)
 {
@@ -872,6 +1113,7 @@ int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_c
 	if (!s)
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	s->loop = loop;
+	s->max_inflight = fd_budget();
 	s->store = store;
 	s->cfg = cfg;
 	pthread_mutex_init(&s->lock, NULL);
@@ -949,6 +1191,11 @@ void uh_supervisor_drain(struct uh_supervisor *s, int64_t grace_s, void (*done)(
 		uv_timer_start(&s->drain_timer, drain_timeout_cb, (uint64_t)grace_s * 1000, 0);
 	}
 	maybe_drain_done(s);
+}
+
+void uh_supervisor_set_vault(struct uh_supervisor *s, struct uh_vault *vault)
+{
+	s->vault = vault;
 }
 
 void uh_supervisor_set_config(struct uh_supervisor *s, const struct uh_config *cfg)

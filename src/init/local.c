@@ -214,7 +214,13 @@ int uh_init_local(int argc, char **argv, char **envp)
 		loopback_up();
 
 	struct rlimit core = {0, 0}, nofile = {(rlim_t)a.nofile, (rlim_t)a.nofile},
-	              fsize = {(rlim_t)a.fsize, (rlim_t)a.fsize};
+	              fsize = {(rlim_t)a.fsize, (rlim_t)a.fsize}, have;
+	/* Raising a hard limit needs CAP_SYS_RESOURCE, which a container may
+	 * not grant: never ask for more than the daemon was given. */
+	if (getrlimit(RLIMIT_NOFILE, &have) == 0 && have.rlim_max < nofile.rlim_max)
+		nofile.rlim_cur = nofile.rlim_max = have.rlim_max;
+	if (getrlimit(RLIMIT_FSIZE, &have) == 0 && have.rlim_max < fsize.rlim_max)
+		fsize.rlim_cur = fsize.rlim_max = have.rlim_max;
 	if (setrlimit(RLIMIT_CORE, &core) || setrlimit(RLIMIT_NOFILE, &nofile) || setrlimit(RLIMIT_FSIZE, &fsize))
 		uh_init_fail(sfd, UH_INIT_STEP_RLIMIT, errno, "setrlimit");
 

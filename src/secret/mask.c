@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define NSTREAMS 3
+#define NSTREAMS 4 /* index 0 unused: stdout 1, stderr 2, system 3 */
 /* Refuse automata whose table would pass this many bytes. */
 #define MAX_TABLE_BYTES ((size_t)256 << 20)
 #define MATCH           0x80000000u

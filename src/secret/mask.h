@@ -37,6 +37,7 @@
 #define UH_MASK_MIN_LEN 8
 #define UH_MASK_STDOUT  1
 #define UH_MASK_STDERR  2
+#define UH_MASK_SYSTEM  3
 
 struct uh_masker;
 
@@ -52,7 +53,7 @@ struct uh_mask_value {
  * values are too large to index; UH_E_INTERNAL on ENOMEM. */
 int uh_masker_new(const struct uh_mask_value *values, size_t n, struct uh_masker **out, struct uh_error *err);
 
-/* Feed `len` bytes of `stream` (UH_MASK_STDOUT or UH_MASK_STDERR; each has
+/* Feed `len` bytes of `stream` (UH_MASK_STDOUT, UH_MASK_STDERR or UH_MASK_SYSTEM; each has
  * its own state). Masked output is appended to `out`; bytes that may still be
  * the start of a match (at most the longest pattern's length) are held back
  * until a later feed or flush decides them. 0, an error from `out`

@@ -150,6 +150,26 @@ static const struct sq_migration sq_migrations[] = {
      " hash TEXT NOT NULL,"
      " approved_by TEXT NOT NULL,"
      " at INTEGER NOT NULL) WITHOUT ROWID;"},
+
+    /* The built-in secret store (SPEC §1, §5): sealed blobs only, never a
+     * value (secret/secret.h). scope is the owning project's id or
+     * "shared"; a shared secret's grants name the projects that may use
+     * it (those of archived projects do not count). */
+    {3, "secrets",
+     "CREATE TABLE secrets ("
+     " n INTEGER PRIMARY KEY,"
+     " scope TEXT NOT NULL,"
+     " name TEXT NOT NULL,"
+     " blob BLOB NOT NULL,"
+     " created_at INTEGER NOT NULL,"
+     " updated_at INTEGER NOT NULL,"
+     " updated_by TEXT NOT NULL,"
+     " UNIQUE (scope, name));"
+     "CREATE TABLE secret_grants ("
+     " name TEXT NOT NULL,"
+     " project_id TEXT NOT NULL REFERENCES projects(id),"
+     " PRIMARY KEY (name, project_id)) WITHOUT ROWID;"
+     "CREATE INDEX secret_grants_project ON secret_grants(project_id);"},
 };
 
 #define SQ_MIGRATIONS_N ((int)(sizeof(sq_migrations) / sizeof(sq_migrations[0])))

@@ -258,4 +258,40 @@ int uh_store_run_approval_hash(struct uh_store *s, const char *id, char hash_out
  * hash forgotten. UH_E_CONFLICT when the run is no longer queued. */
 int uh_store_run_approval_void(struct uh_store *s, const char *id, const struct uh_audit_in *a, struct uh_error *err);
 
+
+/* ---- Secrets (built-in store) ----
+ * scope: the owning project's id, or "shared" (UH_SECRET_SCOPE_SHARED). The
+ * store only ever holds sealed blobs (secret/secret.h); it never sees a
+ * value. Lists answer objects {"name","scope","created_at","updated_at",
+ * "updated_by"} plus "projects" (granted project ids) for shared ones. */
+/* Create or replace. projects: for shared secrets, the array of project ids
+ * granted (replaces the grants; NULL keeps them; unknown or archived
+ * project: UH_E_INVALID_REQUEST naming "projects"); must be NULL for a
+ * project scope. *created says whether the name was new. */
+int uh_store_secret_put(struct uh_store *s, const char *scope, const char *name, const unsigned char *blob,
+                        size_t blob_len, const json_t *projects, const char *user_id, const struct uh_audit_in *a,
+                        bool *created, struct uh_error *err);
+/* UH_E_NOT_FOUND when missing. */
+int uh_store_secret_delete(struct uh_store *s, const char *scope, const char *name, const struct uh_audit_in *a,
+                           struct uh_error *err);
+int uh_store_secret_list(struct uh_store *s, const char *scope, int limit, const char *before, json_t **items,
+                         char next[UH_CURSOR_MAX], struct uh_error *err);
+/* One secret's list object (no blob). UH_E_NOT_FOUND when missing. */
+int uh_store_secret_meta(struct uh_store *s, const char *scope, const char *name, json_t **out,
+                         struct uh_error *err);
+/* The sealed blob (malloc'd; free()). UH_E_NOT_FOUND when missing. */
+int uh_store_secret_get(struct uh_store *s, const char *scope, const char *name, unsigned char **blob,
+                        size_t *blob_len, struct uh_error *err);
+/* Whether the shared secret `name` exists and is granted to project_id. */
+int uh_store_secret_granted(struct uh_store *s, const char *name, const char *project_id, bool *out,
+                            struct uh_error *err);
+/* Re-seal every secret row in one transaction: fn gets each row and gives
+ * its new blob (malloc'd, taken by the store). fn's error aborts all. The
+ * event's details: a->details, read after fn has seen every row (fn may
+ * fill it), or {"count": rows} when NULL. */
+typedef int (*uh_store_reseal_fn)(void *arg, const char *scope, const char *name, const unsigned char *blob,
+                                  size_t blob_len, unsigned char **out, size_t *out_len, struct uh_error *err);
+int uh_store_secret_reseal(struct uh_store *s, uh_store_reseal_fn fn, void *arg, const struct uh_audit_in *a,
+                           int64_t *count, struct uh_error *err);
+
 #endif

@@ -141,7 +141,7 @@ static void text(uint8_t which, const char *s, const char *d, size_t n)
 		static const char *const methods[] = {"GET", "POST", "PATCH", "DELETE", "PUT"};
 		for (int m = 0; m < 5; m++) {
 			const struct uh_api_route *rt;
-			char params[UH_API_MAX_PARAMS][UH_ID_MAX], allow[64];
+			char params[UH_API_MAX_PARAMS][UH_API_PARAM_MAX], allow[64];
 			int rc = uh_api_route_match(methods[m], s, &rt, params, allow, sizeof(allow));
 			if (!rc && (!rt || !rt->handler))
 				abort();

@@ -115,7 +115,8 @@ class Server:
         env.update(self.extra_env)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([self.bin, "serve", "--config", self.config_path],
-                                     stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=self.dir)
+                                     stdout=subprocess.PIPE, stderr=self.log, env=env, cwd=self.dir,
+                                     preexec_fn=getattr(self, "preexec", None))
         deadline = time.time() + 20
         line = b""
         while time.time() < deadline:
@@ -157,6 +158,21 @@ class Server:
                 self.proc.wait()
         if self.proc:
             self.log.close()
+            self.check_sanitizers()
+
+    SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+    def check_sanitizers(self):
+        """Under ASan/UBSan (UH_SANITIZED=1) a daemon that leaked or hit
+        undefined behaviour says so in its log at exit: that fails the test
+        that stopped it."""
+        if not os.environ.get("UH_SANITIZED"):
+            return
+        log = self.read_log()
+        for mark in self.SANITIZER_MARKS:
+            if mark in log:
+                i = log.index(mark)
+                raise AssertionError(f"the daemon reported {mark!r}:\n" + log[max(0, i - 200):i + 4000])
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

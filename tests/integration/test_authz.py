@@ -32,7 +32,12 @@ def world(server):
         if member:
             admin.ok("POST", f"/projects/{p['id']}/members", {"user_id": uid})
         users[(role, member)] = (uid, tok)
-    w = {"project": p, "job": quick, "long_job": long_job, "run": run, "users": users}
+    secret = "AUTHZ_SECRET"
+    admin.ok("PUT", f"/projects/{p['id']}/secrets/{secret}", {"value": "authz-" + secrets.token_hex(8)},
+             status=201)
+    admin.ok("PUT", f"/secrets/{secret}", {"value": "authz-" + secrets.token_hex(8), "projects": [p["id"]]},
+             status=201)
+    w = {"project": p, "job": quick, "long_job": long_job, "run": run, "users": users, "secret": secret}
     yield w
     # nothing of this module may be left running
     for it in admin.ok("GET", f"/runs?project={p['id']}&limit=100")["items"]:
@@ -114,6 +119,55 @@ def test_add_member(server, world, role, member):
 
 
 @pytest.mark.parametrize("role,member", WHO, ids=WHO_IDS)
+def test_project_secret_routes(server, world, role, member):
+    """PUT, DELETE and GET of a project's secrets: projets members and admins."""
+    admin = server.client()
+    c = caller(server, world, role, member)
+    pid, name = world["project"]["id"], world["secret"]
+    want = expect(role, member, "manage")
+    who = f"{role} member={member}"
+    before = admin.ok("GET", f"/projects/{pid}/secrets?limit=100")["items"]
+    r = c.get(f"/projects/{pid}/secrets")
+    check(r, want, 200, f"{who} GET secrets")
+    if want == "ok":
+        assert name in [i["name"] for i in r.json()["items"]], r.text
+    value = "authz-" + secrets.token_hex(8)
+    r = c.put(f"/projects/{pid}/secrets/{name}", {"value": value})
+    check(r, want, 200, f"{who} PUT (replace) secret")
+    assert value not in r.text
+    new = "S_" + secrets.token_hex(4)
+    check(c.put(f"/projects/{pid}/secrets/{new}", {"value": value}), want, 201, f"{who} PUT (create) secret")
+    check(c.delete(f"/projects/{pid}/secrets/{new}"), want, 204,
+          f"{who} DELETE secret")
+    after = admin.ok("GET", f"/projects/{pid}/secrets?limit=100")["items"]
+    assert new not in [i["name"] for i in after]
+    mine = {i["name"]: i for i in after}[name]
+    if want == "ok":
+        assert mine["updated_by"] == world["users"][(role, member)][0], mine
+    else:
+        assert mine == {i["name"]: i for i in before}[name], f"a refused {who} changed the secret: {mine}"
+
+
+@pytest.mark.parametrize("role,member", WHO, ids=WHO_IDS)
+def test_shared_secret_routes(server, world, role, member):
+    """PUT, DELETE, GET of shared secrets and the key rotation: admin only."""
+    c = caller(server, world, role, member)
+    want = "ok" if role == "admin" else 403
+    who = f"{role} member={member}"
+    name, pid = world["secret"], world["project"]["id"]
+    check(c.get("/secrets"), want, 200, f"{who} GET /secrets")
+    check(c.put(f"/secrets/{name}", {"value": "authz-" + secrets.token_hex(8)}), want, 200,
+          f"{who} PUT (replace) shared secret")
+    new = "S_" + secrets.token_hex(4)
+    check(c.put(f"/secrets/{new}", {"value": "authz-" + secrets.token_hex(8), "projects": [pid]}), want, 201,
+          f"{who} PUT (create) shared secret")
+    check(c.delete(f"/secrets/{new}"), want, 204, f"{who} DELETE shared secret")
+    check(c.post("/secrets/rotate-key", {}), want, 200, f"{who} POST /secrets/rotate-key")
+    listed = {i["name"]: i for i in server.client().ok("GET", "/secrets?limit=100")["items"]}
+    assert new not in listed and listed[name]["projects"] == [pid], listed
+
+
+@pytest.mark.parametrize("role,member", WHO, ids=WHO_IDS)
 def test_trigger(server, world, role, member):
     r = caller(server, world, role, member).post(f"/jobs/{world['job']['id']}/runs", {})
     want = expect(role, member, "operate")
@@ -176,7 +230,8 @@ def test_list_runs_shows_only_the_callers_projects(server, world, role, member):
 
 
 @pytest.mark.parametrize("role,member", WHO, ids=WHO_IDS)
-@pytest.mark.parametrize("what", ["POST users", "GET audit", "GET audit/verify", "GET users", "GET exceptions"])
+@pytest.mark.parametrize("what", ["POST users", "GET audit", "GET audit/verify", "GET users", "GET exceptions",
+                                  "GET secrets"])
 def test_admin_only_routes(server, world, role, member, what):
     c = caller(server, world, role, member)
     if what == "POST users":

@@ -13,7 +13,7 @@
 #include "api/internal.h"
 #include "tap.h"
 
-static const struct uh_api_route *match(const char *method, const char *path, int *rc, char params[2][UH_ID_MAX],
+static const struct uh_api_route *match(const char *method, const char *path, int *rc, char params[2][UH_API_PARAM_MAX],
                                         char *allow)
 {
 	const struct uh_api_route *rt = NULL;
@@ -23,7 +23,7 @@ static const struct uh_api_route *match(const char *method, const char *path, in
 
 static void test_matching(void)
 {
-	char p[2][UH_ID_MAX], allow[64];
+	char p[2][UH_API_PARAM_MAX], allow[64];
 	int rc;
 	const struct uh_api_route *rt = match("GET", "/api/v1/projects/p_abc/members", &rc, p, allow);
 	CHECK(rc == 0 && rt && rt->handler == uh_h_member_list);
@@ -84,6 +84,41 @@ static void test_matching(void)
 	CHECK(rc == 0 && rt && strcmp(p[0], id) == 0);
 	CHECK(uh_api_route_match("GET", NULL, &rt, p, allow, sizeof(allow)) == UH_E_NOT_FOUND);
 
+	/* {name} is a secret name: dots allowed, up to 63 characters */
+	rt = match("PUT", "/api/v1/projects/p_1/secrets/db.password-2_x", &rc, p, allow);
+	CHECK(rc == 0 && rt && rt->handler == uh_h_secret_put && rt->secret_body);
+	CHECK_STR(p[0], "p_1");
+	CHECK_STR(p[1], "db.password-2_x");
+	rt = match("POST", "/api/v1/secrets/rotate-key", &rc, p, allow);
+	CHECK(rc == 0 && rt && rt->handler == uh_h_secret_rotate && !rt->secret_body);
+	rt = match("PUT", "/api/v1/secrets/rotate-key", &rc, p, allow);
+	CHECK(rc == 0 && rt && rt->handler == uh_h_shared_secret_put);
+	rt = match("GET", "/api/v1/secrets/X_1", &rc, p, allow);
+	CHECK(rc == UH_E_METHOD_NOT_ALLOWED && strstr(allow, "PUT") && strstr(allow, "DELETE"));
+	char longname[80];
+	memset(longname, 'n', 63);
+	longname[63] = '\0';
+	snprintf(path, sizeof(path), "/api/v1/secrets/%s", longname);
+	rt = match("DELETE", path, &rc, p, allow);
+	CHECK(rc == 0 && rt && strcmp(p[0], longname) == 0);
+	const char *bad_names[] = {"/api/v1/secrets/.hidden", "/api/v1/secrets/..", "/api/v1/secrets/a%2Fb",
+	                           "/api/v1/secrets/a b",     "/api/v1/secrets/é",  "/api/v1/projects/p.1/secrets/X",
+	                           "/api/v1/secrets/"};
+	for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+		rt = match("DELETE", bad_names[i], &rc, p, allow);
+		if (rc != UH_E_NOT_FOUND)
+			fprintf(stderr, "path %s: %d\n", bad_names[i], rc);
+		CHECK(rc == UH_E_NOT_FOUND && !rt);
+	}
+	memset(longname, 'n', 64);
+	longname[64] = '\0';
+	snprintf(path, sizeof(path), "/api/v1/secrets/%s", longname);
+	CHECK(match("DELETE", path, &rc, p, allow) == NULL && rc == UH_E_NOT_FOUND);
+	/* only these routes' bodies carry secret values */
+	for (size_t i = 0; i < uh_api_nroutes; i++)
+		CHECK(uh_api_routes[i].secret_body == (uh_api_routes[i].handler == uh_h_secret_put ||
+		                                       uh_api_routes[i].handler == uh_h_shared_secret_put));
+
 	CHECK(uh_api_route_query_allowed(match("GET", "/api/v1/runs", &rc, p, allow), "status"));
 	CHECK(!uh_api_route_query_allowed(match("GET", "/api/v1/runs", &rc, p, allow), "stat"));
 	CHECK(!uh_api_route_query_allowed(match("GET", "/api/v1/runs", &rc, p, allow), "statuses"));
@@ -128,11 +163,14 @@ static void test_policy_table(void)
 			ok = ok && r->scope == UH_SCOPE_TOKEN;
 		if (r->scope == UH_SCOPE_USER || r->scope == UH_SCOPE_TOKEN)
 			ok = ok && (r->policy == UH_POL_ADMIN || r->policy == UH_POL_ADMIN_OR_OWNER);
-		/* only liveness, metrics and the document are open */
+		/* only liveness, metrics, the document and the signed webhook
+		 * callback (SPEC §5) are open */
 		if (r->policy == UH_POL_PUBLIC)
-			ok = ok && strcmp(r->method, "GET") == 0 &&
-			     (!strcmp(r->pattern, "/healthz") || !strcmp(r->pattern, "/metrics") ||
-			      !strcmp(r->pattern, "/api/v1/openapi.json"));
+			ok = ok &&
+			     ((strcmp(r->method, "GET") == 0 &&
+			       (!strcmp(r->pattern, "/healthz") || !strcmp(r->pattern, "/metrics") ||
+			        !strcmp(r->pattern, "/api/v1/openapi.json"))) ||
+			      (strcmp(r->method, "POST") == 0 && !strcmp(r->pattern, "/api/v1/runs/{id}/callback")));
 		else
 			ok = ok && strncmp(r->pattern, "/api/v1/", 8) == 0;
 		/* the scope's parameter is the first one */
@@ -172,6 +210,13 @@ static void test_policy_table(void)
 	    {"GET", "/api/v1/audit/verify", UH_POL_ADMIN},
 	    {"GET", "/api/v1/runs", UH_POL_USER_SCOPED},
 	    {"GET", "/api/v1/me", UH_POL_USER},
+	    {"PUT", "/api/v1/projects/{id}/secrets/{name}", UH_POL_PROJECT_MANAGE},
+	    {"DELETE", "/api/v1/projects/{id}/secrets/{name}", UH_POL_PROJECT_MANAGE},
+	    {"GET", "/api/v1/projects/{id}/secrets", UH_POL_PROJECT_MANAGE},
+	    {"PUT", "/api/v1/secrets/{name}", UH_POL_ADMIN},
+	    {"DELETE", "/api/v1/secrets/{name}", UH_POL_ADMIN},
+	    {"GET", "/api/v1/secrets", UH_POL_ADMIN},
+	    {"POST", "/api/v1/secrets/rotate-key", UH_POL_ADMIN},
 	};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
 		const struct uh_api_route *found = NULL;
