@@ -336,14 +336,12 @@ static int check_secret_ref(const char *f, const json_t *v, const json_t *projec
 	} else if (strncmp(ref, "vault:", 6) == 0) {
 		const char *path = ref + 6, *hash = strchr(path, '#');
 		if (!hash || !vault_path_ok(path, (size_t)(hash - path)) || !hash[1] || strlen(hash + 1) > 128)
-			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must look like vault:PATH#KEY",
-			                    f);
+			return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must look like vault:PATH#KEY", f);
 		for (const char *c = hash + 1; *c; c++)
 			if (!(isalnum((unsigned char)*c) || *c == '_' || *c == '.' || *c == '-') ||
 			    (unsigned char)*c > 0x7f)
 				return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-				                    "'%s': the KEY of vault:PATH#KEY must be [A-Za-z0-9._-]",
-				                    f);
+				                    "'%s': the KEY of vault:PATH#KEY must be [A-Za-z0-9._-]", f);
 		const char *prefix = json_string_value(json_object_get(project, "vault_prefix"));
 		if (!prefix)
 			return uh_error_set(err, UH_E_INVALID_REQUEST, f,
@@ -353,11 +351,10 @@ static int check_secret_ref(const char *f, const json_t *v, const json_t *projec
 			pn--; /* "team/app/" and "team/app" name the same subtree */
 		if (!(n >= pn && strncmp(path, prefix, pn) == 0 && (n == pn || path[pn] == '/')))
 			return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-			                    "'%s' must name a path under the project's vault_prefix '%s'", f,
-			                    prefix);
+			                    "'%s' must name a path under the project's vault_prefix '%s'", f, prefix);
 	} else if (!uh_api_name_ok(ref)) {
-		return uh_error_set(err, UH_E_INVALID_REQUEST, f,
-		                    "'%s' must be NAME, shared:NAME or vault:PATH#KEY", f);
+		return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must be NAME, shared:NAME or vault:PATH#KEY",
+		                    f);
 	}
 	return 0;
 }
@@ -380,7 +377,8 @@ int uh_api_check_secret_refs(const json_t *secrets, const json_t *project, struc
 int uh_api_check_config_secret_refs(const json_t *config, const json_t *project, struct uh_error *err)
 {
 	json_t *refs = json_object();
-	int rc = refs ? uh_config_secret_refs(config, refs, err) : uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	int rc =
+	    refs ? uh_config_secret_refs(config, refs, err) : uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	const char *k;
 	json_t *v;
 	json_object_foreach(refs, k, v)

@@ -740,9 +740,9 @@ static void resolve_work(uv_work_t *w)
 {
 	struct active *a = w->data;
 	const struct uh_run *run = a->run;
-	a->resolve_rc = uh_run_secrets_resolve(a->sup->store, a->sup->vault, run->project_id,
-	                                       json_object_get(run->spec, "secrets"), run->effective_config,
-	                                       &a->secrets, &a->resolve_err);
+	a->resolve_rc =
+	    uh_run_secrets_resolve(a->sup->store, a->sup->vault, run->project_id, json_object_get(run->spec, "secrets"),
+	                           run->effective_config, &a->secrets, &a->resolve_err);
 	if (!a->resolve_rc) {
 		struct uh_error e = {0};
 		if (uh_masker_new(a->secrets->mask, a->secrets->n_mask, &a->mask, &e))

@@ -78,8 +78,8 @@ static int read_key(const char *path, struct key *out, bool *missing, struct uh_
 			*missing = true;
 			return 0;
 		}
-		return uh_error_set(err, UH_E_INVALID_CONFIG, "secrets.key_file", "cannot open secrets key file '%s': %s",
-		                    path, strerror(errno));
+		return uh_error_set(err, UH_E_INVALID_CONFIG, "secrets.key_file",
+		                    "cannot open secrets key file '%s': %s", path, strerror(errno));
 	}
 	struct stat st;
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
@@ -92,8 +92,8 @@ static int read_key(const char *path, struct key *out, bool *missing, struct uh_
 	ssize_t more = read(fd, &extra, 1);
 	close(fd);
 	if (n != KEY_LEN || more != 0)
-		return uh_error_set(err, UH_E_INVALID_CONFIG, "secrets.key_file", "secrets key file '%s' must hold %d bytes",
-		                    path, KEY_LEN);
+		return uh_error_set(err, UH_E_INVALID_CONFIG, "secrets.key_file",
+		                    "secrets key file '%s' must hold %d bytes", path, KEY_LEN);
 	key_id(out);
 	return 0;
 }
@@ -176,8 +176,8 @@ int uh_secret_keys_init(const struct uh_config *cfg, struct uh_error *err)
 		/* A crash between removing... cannot happen (rename is atomic), but
 		 * a .next alone is a complete rotation: finish it. */
 		if (rename(np, path) || fsync_dir_of(path)) {
-			rc = uh_error_set(err, UH_E_INTERNAL, "secrets.key_file", "cannot rename '%s' to '%s': %s", np, path,
-			                  strerror(errno));
+			rc = uh_error_set(err, UH_E_INTERNAL, "secrets.key_file", "cannot rename '%s' to '%s': %s", np,
+			                  path, strerror(errno));
 			goto out;
 		}
 		keys[0] = keys[1];
@@ -242,8 +242,8 @@ static int seal_with(const struct key *k, const char *scope, const char *name, c
 	memcpy(b + MAGIC_LEN, k->id, KID_LEN);
 	randombytes_buf(b + MAGIC_LEN + KID_LEN, NONCE_LEN);
 	unsigned long long cl = 0;
-	crypto_aead_xchacha20poly1305_ietf_encrypt(b + HDR_LEN, &cl, value, len, ad, adl, NULL,
-	                                           b + MAGIC_LEN + KID_LEN, k->k);
+	crypto_aead_xchacha20poly1305_ietf_encrypt(b + HDR_LEN, &cl, value, len, ad, adl, NULL, b + MAGIC_LEN + KID_LEN,
+	                                           k->k);
 	free(ad);
 	*blob = b;
 	*blob_len = HDR_LEN + (size_t)cl;
@@ -287,8 +287,9 @@ static int open_locked(const char *scope, const char *name, const unsigned char 
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	}
 	unsigned long long outl = 0;
-	int r = crypto_aead_xchacha20poly1305_ietf_decrypt((unsigned char *)v->data, &outl, NULL, blob + HDR_LEN,
-	                                                   blob_len - HDR_LEN, ad, adl, blob + MAGIC_LEN + KID_LEN, k->k);
+	int r =
+	    crypto_aead_xchacha20poly1305_ietf_decrypt((unsigned char *)v->data, &outl, NULL, blob + HDR_LEN,
+	                                               blob_len - HDR_LEN, ad, adl, blob + MAGIC_LEN + KID_LEN, k->k);
 	free(ad);
 	if (r != 0) {
 		sodium_free(v);

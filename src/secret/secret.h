@@ -25,8 +25,8 @@
 #include "core/config.h"
 #include "util/error.h"
 
-#define UH_SECRET_MIN_LEN   8
-#define UH_SECRET_MAX_LEN   65536
+#define UH_SECRET_MIN_LEN      8
+#define UH_SECRET_MAX_LEN      65536
 #define UH_SECRET_SCOPE_SHARED "shared"
 
 struct uh_secret_value {

@@ -258,7 +258,6 @@ int uh_store_run_approval_hash(struct uh_store *s, const char *id, char hash_out
  * hash forgotten. UH_E_CONFLICT when the run is no longer queued. */
 int uh_store_run_approval_void(struct uh_store *s, const char *id, const struct uh_audit_in *a, struct uh_error *err);
 
-
 /* ---- Secrets (built-in store) ----
  * scope: the owning project's id, or "shared" (UH_SECRET_SCOPE_SHARED). The
  * store only ever holds sealed blobs (secret/secret.h); it never sees a
@@ -277,11 +276,10 @@ int uh_store_secret_delete(struct uh_store *s, const char *scope, const char *na
 int uh_store_secret_list(struct uh_store *s, const char *scope, int limit, const char *before, json_t **items,
                          char next[UH_CURSOR_MAX], struct uh_error *err);
 /* One secret's list object (no blob). UH_E_NOT_FOUND when missing. */
-int uh_store_secret_meta(struct uh_store *s, const char *scope, const char *name, json_t **out,
-                         struct uh_error *err);
+int uh_store_secret_meta(struct uh_store *s, const char *scope, const char *name, json_t **out, struct uh_error *err);
 /* The sealed blob (malloc'd; free()). UH_E_NOT_FOUND when missing. */
-int uh_store_secret_get(struct uh_store *s, const char *scope, const char *name, unsigned char **blob,
-                        size_t *blob_len, struct uh_error *err);
+int uh_store_secret_get(struct uh_store *s, const char *scope, const char *name, unsigned char **blob, size_t *blob_len,
+                        struct uh_error *err);
 /* Whether the shared secret `name` exists and is granted to project_id. */
 int uh_store_secret_granted(struct uh_store *s, const char *name, const char *project_id, bool *out,
                             struct uh_error *err);
