@@ -2,7 +2,8 @@
 the end and read runs and lists, against one daemon. What a user relies on:
 no 5xx and no connection error, no lost run (every 201 ends `succeeded` with
 exactly the output the job wrote), and a daemon whose memory stays roughly
-flat once warm (RSS of the last third of the test against the first)."""
+flat once warm (RSS of the last third of the test against the first). And
+200 clients at once: 20 triggering and following, 180 reading."""
 import os
 import threading
 import time
@@ -116,3 +117,74 @@ def test_fifty_clients_lose_nothing_and_memory_stays_flat(make_server):
     if os.environ.get("UH_SANITIZED"):
         return  # ASan's quarantine (64 MiB in CI) grows RSS by design: no bound to check
     assert last <= first * 1.5 + 16384, f"daemon RSS grew from {first} KiB to {last} KiB under steady load"
+
+
+def test_two_hundred_clients_reading_and_following_while_runs_are_triggered(make_server):
+    """200 concurrent clients: 20 trigger runs and follow them to the end,
+    180 read runs, lists and whole logs (plain and SSE) of runs already
+    triggered. No 5xx, no connection error, no lost run."""
+    s = make_server(lambda cfg: cfg.update(api={"rate_limit_per_minute": 0}))
+    p = s.project()
+    job = s.job(p["id"], ["/bin/echo", "hundreds"])
+    stop = threading.Event()
+    lock = threading.Lock()
+    acked = []
+    errors = []
+    seed = s.trigger(job["id"])["id"]
+    s.wait_run(seed)
+    acked.append(seed)
+
+    def trigger_worker():
+        c = s.client()
+        while not stop.is_set():
+            try:
+                r = c.post(f"/jobs/{job['id']}/runs", {}, timeout=60)
+                if r.status_code != 201:
+                    errors.append(f"trigger: {r.status_code} {r.text[:200]}")
+                    continue
+                rid = r.json()["id"]
+                with lock:
+                    acked.append(rid)
+                r = c.get(f"/runs/{rid}/logs?follow=1", timeout=60)
+                if r.status_code != 200 or r.text != "hundreds\n":
+                    errors.append(f"follow: {r.status_code} {r.text[:200]!r}")
+            except requests.RequestException as e:
+                errors.append(f"connection error: {e!r}")
+
+    def reader_worker(i):
+        c = s.client()
+        n = 0
+        while not stop.is_set():
+            n += 1
+            with lock:
+                rid = acked[(i * 7 + n) % len(acked)]
+            try:
+                if n % 4 == 0:
+                    r = c.get(f"/runs/{rid}/logs", headers={"Accept": "text/event-stream"}, timeout=60)
+                elif n % 4 == 1:
+                    r = c.get(f"/runs?job={job['id']}&limit=20", timeout=60)
+                else:
+                    r = c.get(f"/runs/{rid}", timeout=60)
+                if r.status_code != 200:
+                    errors.append(f"read: {r.status_code} {r.text[:200]}")
+            except requests.RequestException as e:
+                errors.append(f"connection error: {e!r}")
+
+    threads = [threading.Thread(target=trigger_worker, daemon=True) for _ in range(20)]
+    threads += [threading.Thread(target=reader_worker, args=(i,), daemon=True) for i in range(180)]
+    for t in threads:
+        t.start()
+    stop.wait(15.0)
+    stop.set()
+    for t in threads:
+        t.join(90)
+    assert s.proc.poll() is None, "the daemon died under load"
+    assert not errors, f"{len(errors)} errors under load, first: {errors[:5]}"
+    c = s.client()
+    for rid in acked:
+        run = c.ok("GET", f"/runs/{rid}")
+        if run["status"] not in TERMINAL:
+            run = s.wait_run(rid)
+        assert run["status"] == "succeeded", run
+    assert len(acked) >= 20, f"only {len(acked)} runs"
+    print(f"\n200 clients: {len(acked)} runs triggered and followed")
