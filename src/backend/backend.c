@@ -130,10 +130,12 @@ int uh_backend_validate(const struct uh_config *cfg, const char *backend, json_t
 	return ops->validate ? ops->validate(cfg, config, command, env_names, err) : 0;
 }
 
-int uh_backend_start(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
-                     uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
-                     struct uh_run_handle **out, struct uh_error *err)
+static int start_or_reattach(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
+                             uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
+                             const char *external_id, struct uh_run_handle **out, struct uh_error *err)
 {
+	if (external_id && !ops->reattach)
+		return uh_error_set(err, UH_E_UNSUPPORTED_BACKEND, NULL, "backend '%s' cannot re-attach", ops->name);
 	size_t sz = ops->state_size < sizeof(struct uh_run_handle) ? sizeof(struct uh_run_handle) : ops->state_size;
 	struct uh_run_handle *h = calloc(1, sz);
 	if (!h)
@@ -144,13 +146,29 @@ int uh_backend_start(const struct uh_backend_ops *ops, const struct uh_backend_h
 	h->loop = loop;
 	h->cfg = cfg;
 	snprintf(h->run_id, sizeof(h->run_id), "%s", spec->run_id);
-	int r = ops->start(h, spec, err);
+	if (external_id)
+		snprintf(h->external_id, sizeof(h->external_id), "%s", external_id);
+	int r = external_id ? ops->reattach(h, spec, external_id, err) : ops->start(h, spec, err);
 	if (r) {
 		free(h);
 		return r;
 	}
 	*out = h;
 	return 0;
+}
+
+int uh_backend_start(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
+                     uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
+                     struct uh_run_handle **out, struct uh_error *err)
+{
+	return start_or_reattach(ops, host, host_data, loop, cfg, spec, NULL, out, err);
+}
+
+int uh_backend_reattach(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
+                        uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
+                        const char *external_id, struct uh_run_handle **out, struct uh_error *err)
+{
+	return start_or_reattach(ops, host, host_data, loop, cfg, spec, external_id ? external_id : "", out, err);
 }
 
 void uh_backend_stop(struct uh_run_handle *h, int64_t grace_ms)

@@ -141,6 +141,13 @@ struct uh_backend_ops {
 	 * 0 once nothing remains. */
 	int (*settle)(const struct uh_config *cfg, const char *run_id, const char *external_id, struct uh_error *err);
 
+	/* After a daemon restart, for a run the store says was running here
+	 * with this external_id: take it over again (output from now on, the
+	 * end as it happens) instead of settling it. Same contract as start()
+	 * on success; on failure the caller settles the run. May be NULL. */
+	int (*reattach)(struct uh_run_handle *h, const struct uh_run_spec *spec, const char *external_id,
+	                struct uh_error *err);
+
 	/* A verified callback for a running run (webhook `callback` mode): `body`
 	 * is the parsed JSON body. Supervisor thread. May be NULL. Returns 0 if
 	 * taken (the backend then calls host->finished), else non-zero. */
@@ -174,6 +181,10 @@ int uh_backend_validate(const struct uh_config *cfg, const char *backend, json_t
 int uh_backend_start(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
                      uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
                      struct uh_run_handle **out, struct uh_error *err);
+/* The same for a run taken over after a restart (ops->reattach). */
+int uh_backend_reattach(const struct uh_backend_ops *ops, const struct uh_backend_host *host, void *host_data,
+                        uv_loop_t *loop, const struct uh_config *cfg, const struct uh_run_spec *spec,
+                        const char *external_id, struct uh_run_handle **out, struct uh_error *err);
 void uh_backend_stop(struct uh_run_handle *h, int64_t grace_ms);
 void uh_backend_release(struct uh_run_handle *h);
 /* Hand a verified callback body to the run's backend (supervisor thread).

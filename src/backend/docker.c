@@ -329,6 +329,7 @@ struct dk_run {
 	bool probed;          /* the engine answered a new connection after a non-zero exit */
 	bool pulled, started, stop_requested, sigkill_sent, wait_done, have_exit, oom, failed, unavailable;
 	bool finished, released;
+	bool reattached; /* taken over after a daemon restart: attach and wait only */
 	int exit_code;
 	int64_t timeout_s;
 	struct uh_run_result res;
@@ -994,9 +995,9 @@ static void send_attach(struct dk_run *r)
 	dk_host_parse(r->h.cfg, &hst, NULL);
 	char req[512];
 	int n = snprintf(req, sizeof(req),
-	                 "POST /v%s/containers/%s/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+	                 "POST /v%s/containers/%s/attach?stream=1&stdin=%d&stdout=1&stderr=1 HTTP/1.1\r\n"
 	                 "Host: %s\r\nContent-Length: 0\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n",
-	                 G.api, r->id, hst.unix_sock ? "docker" : hst.hostport);
+	                 G.api, r->id, r->reattached ? 0 : 1, hst.unix_sock ? "docker" : hst.hostport);
 	/* A few hundred bytes on a fresh socket: the kernel takes them at once
 	 * (for a TCP connect in progress, once writable). */
 	ssize_t w = io_send(r, req, (size_t)n);
@@ -1015,6 +1016,12 @@ static void on_wait_headers(struct dk_req *q)
 	if (q->status != 200 || r->step != ST_WAIT)
 		return; /* on_waited reports it */
 	/* Inside a libcurl callback: no curl call here, advance from the loop. */
+	if (r->reattached) {
+		r->step = ST_RUNNING; /* started long ago */
+		if (r->stop_requested)
+			uv_timer_start(&r->kick, on_kick, 0, 0);
+		return;
+	}
 	r->step = ST_START;
 	uv_timer_start(&r->kick, on_kick, 0, 0);
 }
@@ -1047,7 +1054,10 @@ static void attach_upgraded(struct dk_run *r)
 	/* Attached: now the wait, whose answer's headers mean the engine waits
 	 * for the next exit; only then start (a fast exit is never missed). */
 	char path[200];
-	snprintf(path, sizeof(path), "/containers/%s/wait?condition=next-exit", r->id);
+	/* Re-attached: the container may have ended while uhub was down;
+	 * not-running answers at once then, with its exit code. */
+	snprintf(path, sizeof(path), "/containers/%s/wait?condition=%s", r->id,
+	         r->reattached ? "not-running" : "next-exit");
 	r->step = ST_WAIT;
 	r->wait = dk_req_start(r->h.cfg, G.api, "POST", path, NULL, 0, 4096, on_waited, on_wait_headers, r);
 	if (!r->wait)
@@ -1293,6 +1303,11 @@ static void advance(struct dk_run *r)
 			fail(r, false, "cannot start a request to the docker engine (version)");
 		return;
 	case ST_IMAGE:
+		if (r->reattached) {
+			r->step = ST_ATTACH;
+			advance(r);
+			return;
+		}
 		/* `always` pulls first; otherwise create straight away and pull
 		 * only when the engine says it has no such image (one round trip
 		 * fewer per run than inspecting the image first). */
@@ -1590,6 +1605,51 @@ fail:
 	return rc;
 }
 
+static int docker_reattach(struct uh_run_handle *h, const struct uh_run_spec *spec, const char *external_id,
+                           struct uh_error *err)
+{
+	struct dk_run *r = UH_HANDLE_CAST(struct dk_run, h, &uh_backend_docker);
+	r->sock = -1;
+	if (!G.ready)
+		return uh_error_set(err, UH_E_UNAVAILABLE, NULL, "the docker backend is not initialised");
+	const char *id = strncmp(external_id, "container:", 10) == 0 ? external_id + 10 : "";
+	if (!*id || strspn(id, "0123456789abcdef") != strlen(id) || strlen(id) >= sizeof(r->id))
+		return uh_error_set(err, UH_E_INVALID_REQUEST, NULL, "no container id to re-attach to");
+	struct dk_host hst;
+	int rc = dk_host_parse(h->cfg, &hst, err);
+	if (rc)
+		return rc;
+	r->remote = !hst.unix_sock;
+	snprintf(r->id, sizeof(r->id), "%s", id);
+	r->reattached = r->started = r->secrets_done = true;
+	uh_buf_init(&r->hdr, HDR_MAX);
+	r->image = strdup("");
+	r->pull_policy = strdup("never");
+	if (!r->image || !r->pull_policy) {
+		free(r->image);
+		free(r->pull_policy);
+		r->image = r->pull_policy = NULL;
+		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	}
+	uv_timer_init(h->loop, &r->kill_timer);
+	uv_timer_init(h->loop, &r->drain_timer);
+	uv_timer_init(h->loop, &r->backstop);
+	uv_timer_init(h->loop, &r->kick);
+	r->kill_timer.data = r->drain_timer.data = r->backstop.data = r->kick.data = r;
+	r->timeout_s = spec->timeout_s;
+	if (spec->timeout_s > 0)
+		uv_timer_start(&r->backstop, on_backstop, (uint64_t)spec->timeout_s * 1000 + BACKSTOP_MS, 0);
+	r->next = G.runs;
+	if (G.runs)
+		G.runs->pprev = &r->next;
+	r->pprev = &G.runs;
+	G.runs = r;
+	r->listed = true; /* in flight: the start-up sweep spares its container */
+	r->step = ST_VERSION;
+	uv_timer_start(&r->kick, on_kick, 0, 0);
+	return 0;
+}
+
 static void docker_release(struct uh_run_handle *h)
 {
 	struct dk_run *r = UH_HANDLE_CAST(struct dk_run, h, &uh_backend_docker);
@@ -1870,7 +1930,7 @@ static int docker_settle(const struct uh_config *cfg, const char *run_id, const 
 
 const struct uh_backend_ops uh_backend_docker = {
     .name = "docker",
-    .caps = UH_CAP_CANCEL | UH_CAP_STREAMS_LOGS | UH_CAP_EXIT_CODE,
+    .caps = UH_CAP_CANCEL | UH_CAP_STREAMS_LOGS | UH_CAP_EXIT_CODE | UH_CAP_REATTACH,
     .state_size = sizeof(struct dk_run),
     .init = docker_init,
     .shutdown = docker_shutdown,
@@ -1879,4 +1939,5 @@ const struct uh_backend_ops uh_backend_docker = {
     .stop = docker_stop,
     .release = docker_release,
     .settle = docker_settle,
+    .reattach = docker_reattach,
 };

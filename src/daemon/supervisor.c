@@ -1137,6 +1137,73 @@ int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_c
 	return 0;
 }
 
+/* A run a previous daemon left running on a backend whose work outlives
+ * the daemon (a container): take it over again — its secrets re-read for
+ * the masker, the rest of its timeout re-armed, output appended after what
+ * is stored. False when it cannot be (the caller settles it as lost). */
+static bool reattach(struct uh_supervisor *s, struct uh_run *run)
+{
+	const struct uh_backend_ops *ops = uh_backend_find(run->backend);
+	if (!ops || !ops->reattach || !run->external_id[0] || !(ops->caps & UH_CAP_REATTACH))
+		return false;
+	struct uh_error err = {0};
+	struct active *a = calloc(1, sizeof(*a));
+	if (!a)
+		return false;
+	a->sup = s;
+	a->run = run;
+	a->head_max = s->cfg->log_max_bytes / 2;
+	a->tail_max = s->cfg->log_max_bytes - a->head_max;
+	uh_buf_init(&a->masked, 64u << 20);
+	int64_t end = 0;
+	if (uh_store_log_end(s->store, run->id, &end, &err))
+		goto fail;
+	a->offset = end;
+	if (uh_run_needs_secrets(json_object_get(run->spec, "secrets"), run->effective_config)) {
+		if (uh_run_secrets_resolve(s->store, s->vault, run->project_id, json_object_get(run->spec, "secrets"),
+		                           run->effective_config, &a->secrets, &err) ||
+		    uh_masker_new(a->secrets->mask, a->secrets->n_mask, &a->mask, &err))
+			goto fail; /* cannot mask its output: do not take it over */
+	}
+	json_t *cmd = json_object_get(run->spec, "command");
+	json_t *env = json_object_get(run->spec, "env");
+	int64_t timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds"));
+	if (timeout_s <= 0)
+		timeout_s = s->cfg->guardrails.default_timeout_s;
+	struct uh_run_spec spec = {
+	    .run_id = run->id,
+	    .job_id = run->job_id,
+	    .project_id = run->project_id,
+	    .backend = run->backend,
+	    .config = run->effective_config,
+	    .command = json_is_array(cmd) ? cmd : NULL,
+	    .env = json_is_object(env) ? env : NULL,
+	    .timeout_s = timeout_s,
+	};
+	add_active(s, a);
+	if (uh_backend_reattach(ops, &s->host, a, s->loop, s->cfg, &spec, run->external_id, &a->h, &err)) {
+		remove_active(s, a);
+		goto fail;
+	}
+	uh_run_secrets_free(a->secrets);
+	a->secrets = NULL;
+	static const char note[] = "[uhub: re-attached after a daemon restart; output written while uhub was down "
+	                           "is not in this log]\n";
+	store_output(a, UH_STREAM_SYSTEM, note, sizeof(note) - 1);
+	int64_t left_ms = timeout_s * 1000 - (uh_now_us() - run->started_at) / 1000;
+	uv_timer_init(s->loop, &a->timeout);
+	a->timeout.data = a;
+	a->timer_live = true;
+	uv_timer_start(&a->timeout, timeout_cb, left_ms > 0 ? (uint64_t)left_ms : 1, 0);
+	uh_info("run=%s job=%s backend=%s re-attached after a restart", run->id, run->job_id, run->backend);
+	return true;
+fail:
+	uh_warn("run=%s job=%s backend=%s cannot be re-attached: %s", run->id, run->job_id, run->backend, err.message);
+	a->run = NULL; /* still the caller's */
+	active_free(a);
+	return false;
+}
+
 int uh_supervisor_recover(struct uh_supervisor *s, struct uh_error *err)
 {
 	struct uh_run **runs = NULL;
@@ -1147,6 +1214,10 @@ int uh_supervisor_recover(struct uh_supervisor *s, struct uh_error *err)
 	for (size_t i = 0; i < n; i++) {
 		struct uh_run *run = runs[i];
 		struct uh_error e = {0};
+		if (reattach(s, run)) {
+			runs[i] = NULL; /* the active record owns it now */
+			continue;
+		}
 		if (uh_backend_settle(s->cfg, run->backend, run->id, run->external_id, &e))
 			uh_errorf("run=%s job=%s backend=%s could not be settled: %s", run->id, run->job_id,
 			          run->backend, e.message);
