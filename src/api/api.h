@@ -42,4 +42,10 @@ void uh_api_set_config(struct uh_api *api, const struct uh_config *cfg);
 /* Stop accepting, end follow streams, free. */
 void uh_api_stop(struct uh_api *api);
 
+/* One secret reference (NAME, shared:NAME, vault:PATH#KEY) checked against
+ * its project: the syntax, and a Vault PATH under the project's
+ * vault_prefix. Errors name `field`. Used at save and trigger, and again by
+ * the supervisor when the run starts. */
+int uh_api_check_secret_ref(const char *field, const json_t *ref, const json_t *project, struct uh_error *err);
+
 #endif

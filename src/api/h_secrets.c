@@ -184,23 +184,14 @@ static int reseal_row(void *arg, const char *scope, const char *name, const unsi
                       unsigned char **out, size_t *out_len, struct uh_error *err)
 {
 	struct rotation *rot = arg;
-	struct uh_secret_value *v = NULL;
-	struct uh_error open_err = {0};
-	if (uh_secret_open(scope, name, blob, blob_len, &v, &open_err)) {
-		uh_warn("api: key rotation: secret '%s' of scope '%s' does not open (%s); left as it is", name, scope,
-		        open_err.message);
-		*out = malloc(blob_len ? blob_len : 1);
-		if (!*out)
-			return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
-		memcpy(*out, blob, blob_len);
-		*out_len = blob_len;
+	bool unreadable = false;
+	int rc = uh_secret_rotate_reseal(scope, name, blob, blob_len, out, out_len, &unreadable, err);
+	if (!rc && unreadable) {
+		uh_warn("api: key rotation: secret '%s' of scope '%s' does not open under any key; left as it is", name,
+		        scope);
 		json_array_append_new(json_object_get(rot->details, "unreadable"),
 		                      json_pack("{s:s,s:s}", "scope", scope, "name", name));
-		return 0;
-	}
-	uh_secret_value_free(v);
-	int rc = uh_secret_rotate_reseal(scope, name, blob, blob_len, out, out_len, err);
-	if (!rc) {
+	} else if (!rc) {
 		rot->resealed++;
 		json_object_set_new(rot->details, "count", json_integer((json_int_t)rot->resealed));
 	}

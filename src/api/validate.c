@@ -323,8 +323,7 @@ int uh_api_validate_project(const json_t *in, json_t **fields, struct uh_error *
 
 /* ---- jobs ---- */
 
-/* One reference `v`, reported under field `f`. */
-static int check_secret_ref(const char *f, const json_t *v, const json_t *project, struct uh_error *err)
+int uh_api_check_secret_ref(const char *f, const json_t *v, const json_t *project, struct uh_error *err)
 {
 	if (!json_is_string(v))
 		return uh_error_set(err, UH_E_INVALID_REQUEST, f, "'%s' must be a secret reference string", f);
@@ -367,7 +366,7 @@ int uh_api_check_secret_refs(const json_t *secrets, const json_t *project, struc
 	{
 		char f[160];
 		snprintf(f, sizeof(f), "secrets.%s", k);
-		int rc = check_secret_ref(f, v, project, err);
+		int rc = uh_api_check_secret_ref(f, v, project, err);
 		if (rc)
 			return rc;
 	}
@@ -385,7 +384,7 @@ int uh_api_check_config_secret_refs(const json_t *config, const json_t *project,
 	{
 		if (rc)
 			break;
-		rc = check_secret_ref(k, v, project, err);
+		rc = uh_api_check_secret_ref(k, v, project, err);
 	}
 	json_decref(refs);
 	return rc;

@@ -1508,6 +1508,30 @@ static int build_create(struct dk_run *r, const struct uh_run_spec *spec, const 
 	return r->create_body ? 0 : uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 }
 
+/* The run's timers, its place in the in-flight list (the sweep spares its
+ * container), and its first step, sent from the loop: start() returns fast
+ * and finished() is never called from inside it. */
+static void go(struct dk_run *r, int64_t timeout_s)
+{
+	uv_loop_t *loop = r->h.loop;
+	uv_timer_init(loop, &r->kill_timer);
+	uv_timer_init(loop, &r->drain_timer);
+	uv_timer_init(loop, &r->backstop);
+	uv_timer_init(loop, &r->kick);
+	r->kill_timer.data = r->drain_timer.data = r->backstop.data = r->kick.data = r;
+	r->timeout_s = timeout_s;
+	if (timeout_s > 0)
+		uv_timer_start(&r->backstop, on_backstop, (uint64_t)timeout_s * 1000 + BACKSTOP_MS, 0);
+	r->next = G.runs;
+	if (G.runs)
+		G.runs->pprev = &r->next;
+	r->pprev = &G.runs;
+	G.runs = r;
+	r->listed = true;
+	r->step = ST_VERSION;
+	uv_timer_start(&r->kick, on_kick, 0, 0);
+}
+
 static int docker_start(struct uh_run_handle *h, const struct uh_run_spec *spec, struct uh_error *err)
 {
 	struct dk_run *r = UH_HANDLE_CAST(struct dk_run, h, &uh_backend_docker);
@@ -1573,25 +1597,7 @@ static int docker_start(struct uh_run_handle *h, const struct uh_run_spec *spec,
 	if (rc)
 		goto fail;
 
-	uv_timer_init(h->loop, &r->kill_timer);
-	uv_timer_init(h->loop, &r->drain_timer);
-	uv_timer_init(h->loop, &r->backstop);
-	uv_timer_init(h->loop, &r->kick);
-	r->kill_timer.data = r->drain_timer.data = r->backstop.data = r->kick.data = r;
-	r->timeout_s = spec->timeout_s;
-	if (spec->timeout_s > 0)
-		uv_timer_start(&r->backstop, on_backstop, (uint64_t)spec->timeout_s * 1000 + BACKSTOP_MS, 0);
-
-	r->next = G.runs;
-	if (G.runs)
-		G.runs->pprev = &r->next;
-	r->pprev = &G.runs;
-	G.runs = r;
-	r->listed = true;
-	r->step = ST_VERSION;
-	/* The first request goes out from the loop: start() returns fast and
-	 * finished() is never called from inside it. */
-	uv_timer_start(&r->kick, on_kick, 0, 0);
+	go(r, spec->timeout_s);
 	return 0;
 oom:
 	rc = uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory starting the container");
@@ -1631,22 +1637,7 @@ static int docker_reattach(struct uh_run_handle *h, const struct uh_run_spec *sp
 		r->image = r->pull_policy = NULL;
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	}
-	uv_timer_init(h->loop, &r->kill_timer);
-	uv_timer_init(h->loop, &r->drain_timer);
-	uv_timer_init(h->loop, &r->backstop);
-	uv_timer_init(h->loop, &r->kick);
-	r->kill_timer.data = r->drain_timer.data = r->backstop.data = r->kick.data = r;
-	r->timeout_s = spec->timeout_s;
-	if (spec->timeout_s > 0)
-		uv_timer_start(&r->backstop, on_backstop, (uint64_t)spec->timeout_s * 1000 + BACKSTOP_MS, 0);
-	r->next = G.runs;
-	if (G.runs)
-		G.runs->pprev = &r->next;
-	r->pprev = &G.runs;
-	G.runs = r;
-	r->listed = true; /* in flight: the start-up sweep spares its container */
-	r->step = ST_VERSION;
-	uv_timer_start(&r->kick, on_kick, 0, 0);
+	go(r, spec->timeout_s);
 	return 0;
 }
 

@@ -1,7 +1,6 @@
 /* The Docker Engine API client: libcurl's multi interface driven by the
- * supervisor's libuv loop (curl_multi_socket_action with one uv_poll per
- * socket curl opens and one uv_timer, after libcurl's multi-uv.c), so every
- * run's requests share the loop and nothing blocks it. The engine is a unix
+ * supervisor's libuv loop (curl_uv.h), so every run's requests share the
+ * loop and nothing blocks it. The engine is a unix
  * socket (CURLOPT_UNIX_SOCKET_PATH) or tcp://HOST:PORT, with TLS client
  * certificates when docker.tls is set. */
 #include <arpa/inet.h>
@@ -15,139 +14,35 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "backend/curl_uv.h"
 #include "backend/docker_impl.h"
 
 #define CONNECT_TIMEOUT_MS  5000L
 #define REQ_PING_TIMEOUT_MS 5000L
 
-static struct {
-	bool ready;
-	uv_loop_t *loop;
-	CURLM *multi;
-	uv_timer_t timer;
-} A;
+static struct uh_curl_uv A;
 
-struct sock_ctx {
-	uv_poll_t poll;
-	curl_socket_t fd;
-};
-
-static void check_done(void)
+/* A request ended: its dk_req is the handle's private pointer. */
+static void on_done(CURL *easy, CURLcode cc)
 {
-	CURLMsg *m;
-	int left;
-	while ((m = curl_multi_info_read(A.multi, &left))) {
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		struct dk_req *q = NULL;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&q);
-		CURLcode cc = m->data.result;
-		curl_multi_remove_handle(A.multi, m->easy_handle);
-		if (!q)
-			continue;
-		q->in_multi = false;
-		q->cc = cc;
-		curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &q->status);
-		q->done(q);
-	}
-}
-
-static void on_poll(uv_poll_t *p, int status, int events)
-{
-	struct sock_ctx *c = p->data;
-	int flags = 0;
-	if (status < 0)
-		flags = CURL_CSELECT_ERR;
-	if (events & UV_READABLE)
-		flags |= CURL_CSELECT_IN;
-	if (events & UV_WRITABLE)
-		flags |= CURL_CSELECT_OUT;
-	int running;
-	curl_multi_socket_action(A.multi, c->fd, flags, &running);
-	check_done();
-}
-
-static void on_timer(uv_timer_t *t)
-{
-	int running;
-	curl_multi_socket_action(A.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done();
-}
-
-static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-	if (timeout_ms < 0)
-		uv_timer_stop(&A.timer);
-	else
-		uv_timer_start(&A.timer, on_timer, timeout_ms ? (uint64_t)timeout_ms : 1, 0);
-	return 0;
-}
-
-static void free_ctx(uv_handle_t *h)
-{
-	free(h->data);
-}
-
-static int on_curl_socket(CURL *easy, curl_socket_t s, int action, void *userp, void *socketp)
-{
-	struct sock_ctx *c = socketp;
-	if (action == CURL_POLL_REMOVE) {
-		if (c) {
-			uv_poll_stop(&c->poll);
-			uv_close((uv_handle_t *)&c->poll, free_ctx);
-			curl_multi_assign(A.multi, s, NULL);
-		}
-		return 0;
-	}
-	if (!c) {
-		c = calloc(1, sizeof(*c));
-		if (!c)
-			return -1;
-		c->fd = s;
-		if (uv_poll_init_socket(A.loop, &c->poll, s)) {
-			free(c);
-			return -1;
-		}
-		c->poll.data = c;
-		curl_multi_assign(A.multi, s, c);
-	}
-	int ev = 0;
-	if (action == CURL_POLL_IN || action == CURL_POLL_INOUT)
-		ev |= UV_READABLE;
-	if (action == CURL_POLL_OUT || action == CURL_POLL_INOUT)
-		ev |= UV_WRITABLE;
-	uv_poll_start(&c->poll, ev, on_poll);
-	return 0;
+	struct dk_req *q = NULL;
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&q);
+	if (!q)
+		return;
+	q->in_multi = false;
+	q->cc = cc;
+	curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &q->status);
+	q->done(q);
 }
 
 int dk_api_init(uv_loop_t *loop, struct uh_error *err)
 {
-	if (A.ready)
-		return 0;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT))
-		return uh_error_set(err, UH_E_INTERNAL, NULL, "cannot initialise libcurl");
-	A.loop = loop;
-	A.multi = curl_multi_init();
-	if (!A.multi)
-		return uh_error_set(err, UH_E_INTERNAL, NULL, "cannot create a libcurl multi handle");
-	curl_multi_setopt(A.multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
-	curl_multi_setopt(A.multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-	uv_timer_init(loop, &A.timer);
-	uv_unref((uv_handle_t *)&A.timer);
-	A.ready = true;
-	return 0;
+	return uh_curl_uv_init(&A, loop, on_done, err);
 }
 
 void dk_api_shutdown(void)
 {
-	if (!A.ready)
-		return;
-	curl_multi_cleanup(A.multi); /* removes its sockets: on_curl_socket closes the polls */
-	A.multi = NULL;
-	uv_timer_stop(&A.timer);
-	if (!uv_is_closing((uv_handle_t *)&A.timer))
-		uv_close((uv_handle_t *)&A.timer, NULL);
-	A.ready = false;
+	uh_curl_uv_shutdown(&A);
 }
 
 int dk_host_parse(const struct uh_config *cfg, struct dk_host *out, struct uh_error *err)

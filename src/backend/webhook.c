@@ -4,8 +4,7 @@
  * fire_and_forget) nothing more.
  *
  * Non-blocking: every request is a libcurl easy handle on one curl multi
- * driven by the supervisor's libuv loop (curl_multi_socket_action with a
- * uv_poll per socket and one uv_timer; libcurl's multi-uv.c pattern). No
+ * driven by the supervisor's libuv loop (curl_uv.h). No
  * thread per request, no lock, and cancel is just removing the easy handle.
  * Names are resolved with uv_getaddrinfo (libuv's thread pool), every
  * address is checked (webhook_ssrf.c), and the request is pinned to the
@@ -36,6 +35,7 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "backend/curl_uv.h"
 #include "backend/webhook.h"
 #include "util/buf.h"
 #include "util/crypto.h"
@@ -52,18 +52,11 @@
 /* ---- the curl multi on the loop (supervisor thread) ---- */
 
 static struct {
-	uv_loop_t *loop;
-	CURLM *multi;
-	uv_timer_t timer;
+	struct uh_curl_uv cu; /* the multi on the loop */
 	bool ready;
 	char *sys_ca; /* the system CA bundle, read once at init ("" if none) */
 	size_t sys_ca_len;
 } G;
-
-struct sock_ctx {
-	uv_poll_t poll;
-	curl_socket_t fd;
-};
 
 enum req_kind { REQ_TRIGGER = 1, REQ_POLL, REQ_CANCEL };
 enum req_fail { FAIL_NONE = 0, FAIL_UNAVAILABLE, FAIL_REFUSED };
@@ -136,80 +129,7 @@ static struct wh_handle *H(struct uh_run_handle *h)
 	return UH_HANDLE_CAST(struct wh_handle, h, self_ops());
 }
 
-static void check_multi(void);
-
-static void sock_closed(uv_handle_t *p)
-{
-	free(p->data);
-}
-
-static void on_sock(uv_poll_t *p, int status, int events)
-{
-	struct sock_ctx *c = p->data;
-	int flags = 0;
-	if (status < 0)
-		flags = CURL_CSELECT_ERR;
-	if (events & UV_READABLE)
-		flags |= CURL_CSELECT_IN;
-	if (events & UV_WRITABLE)
-		flags |= CURL_CSELECT_OUT;
-	int running;
-	curl_multi_socket_action(G.multi, c->fd, flags, &running);
-	check_multi();
-}
-
-static int sock_cb(CURL *e, curl_socket_t s, int action, void *userp, void *socketp)
-{
-	struct sock_ctx *c = socketp;
-	(void)e;
-	(void)userp;
-	if (action == CURL_POLL_REMOVE) {
-		if (c) {
-			uv_poll_stop(&c->poll);
-			uv_close((uv_handle_t *)&c->poll, sock_closed);
-			curl_multi_assign(G.multi, s, NULL);
-		}
-		return 0;
-	}
-	if (!c) {
-		c = calloc(1, sizeof(*c));
-		if (!c)
-			return -1;
-		c->fd = s;
-		if (uv_poll_init_socket(G.loop, &c->poll, s)) {
-			free(c);
-			return -1;
-		}
-		c->poll.data = c;
-		curl_multi_assign(G.multi, s, c);
-	}
-	int ev = 0;
-	if (action & CURL_POLL_IN)
-		ev |= UV_READABLE;
-	if (action & CURL_POLL_OUT)
-		ev |= UV_WRITABLE;
-	uv_poll_start(&c->poll, ev, on_sock);
-	return 0;
-}
-
-static void on_multi_timer(uv_timer_t *t)
-{
-	(void)t;
-	int running;
-	curl_multi_socket_action(G.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_multi();
-}
-
-static int timer_cb(CURLM *m, long timeout_ms, void *userp)
-{
-	(void)m;
-	(void)userp;
-	if (timeout_ms < 0)
-		uv_timer_stop(&G.timer);
-	else
-		uv_timer_start(&G.timer, on_multi_timer, timeout_ms == 0 ? 1 : (uint64_t)timeout_ms, 0);
-	return 0;
-}
+static void on_done(CURL *easy, CURLcode rc);
 
 /* ---- secrets in memory ---- */
 
@@ -416,7 +336,7 @@ static void req_free(struct wh_req *r)
 		return;
 	if (r->easy) {
 		if (r->in_multi)
-			curl_multi_remove_handle(G.multi, r->easy);
+			curl_multi_remove_handle(G.cu.multi, r->easy);
 		curl_easy_cleanup(r->easy);
 	}
 	wipe_slist(r->hdrs);
@@ -637,7 +557,7 @@ static void req_launch(struct wh_req *r)
 		if (strcmp(r->method, "POST") != 0)
 			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
 	}
-	if (curl_multi_add_handle(G.multi, e) != CURLM_OK) {
+	if (curl_multi_add_handle(G.cu.multi, e) != CURLM_OK) {
 		req_fail_now(r, FAIL_UNAVAILABLE, "cannot start the request");
 		return;
 	}
@@ -730,43 +650,36 @@ static void req_start(struct wh_handle *h, enum req_kind kind, const char *metho
 	d->gai.data = d;
 	r->dns = d;
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-	if (uv_getaddrinfo(G.loop, &d->gai, on_resolved, r->u.host, NULL, &hints)) {
+	if (uv_getaddrinfo(G.cu.loop, &d->gai, on_resolved, r->u.host, NULL, &hints)) {
 		r->dns = NULL;
 		free(d);
 		req_fail_now(r, FAIL_UNAVAILABLE, "cannot resolve '%s'", r->u.host);
 	}
 }
 
-static void check_multi(void)
+/* A request ended (curl_uv.h): classify a failure, then carry on. */
+static void on_done(CURL *easy, CURLcode rc)
 {
-	CURLMsg *m;
-	int left;
-	while ((m = curl_multi_info_read(G.multi, &left))) {
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		struct wh_req *r = NULL;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-		CURLcode rc = m->data.result;
-		curl_multi_remove_handle(G.multi, m->easy_handle);
-		r->in_multi = false;
-		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-		if (rc != CURLE_OK) {
-			if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-				r->fail = FAIL_REFUSED;
-				snprintf(r->msg, sizeof(r->msg), "the answer is larger than %u bytes", ANSWER_MAX);
-			} else if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
-			           rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_SSL_CERTPROBLEM) {
-				r->fail = FAIL_REFUSED;
-				snprintf(r->msg, sizeof(r->msg), "TLS with '%s' failed (certificate not verified?): %s",
-				         r->u.host, r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
-			} else {
-				r->fail = FAIL_UNAVAILABLE;
-				snprintf(r->msg, sizeof(r->msg), "request to '%s' failed: %s", r->u.host,
-				         r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
-			}
+	struct wh_req *r = NULL;
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+	r->in_multi = false;
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+	if (rc != CURLE_OK) {
+		if (r->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+			r->fail = FAIL_REFUSED;
+			snprintf(r->msg, sizeof(r->msg), "the answer is larger than %u bytes", ANSWER_MAX);
+		} else if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+		           rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_SSL_CERTPROBLEM) {
+			r->fail = FAIL_REFUSED;
+			snprintf(r->msg, sizeof(r->msg), "TLS with '%s' failed (certificate not verified?): %s",
+			         r->u.host, r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
+		} else {
+			r->fail = FAIL_UNAVAILABLE;
+			snprintf(r->msg, sizeof(r->msg), "request to '%s' failed: %s", r->u.host,
+			         r->errbuf[0] ? r->errbuf : curl_easy_strerror(rc));
 		}
-		req_done(r);
 	}
+	req_done(r);
 }
 
 /* ---- the run's flow ---- */
@@ -1281,12 +1194,9 @@ bool uh_webhook_callback_body_ok(const json_t *body)
 static int wh_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_error *err)
 {
 	(void)cfg;
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		return uh_error_set(err, UH_E_INTERNAL, NULL, "curl_global_init failed");
-	G.loop = loop;
-	G.multi = curl_multi_init();
-	if (!G.multi)
-		return uh_error_set(err, UH_E_INTERNAL, NULL, "curl_multi_init failed");
+	int rc = uh_curl_uv_init(&G.cu, loop, on_done, err);
+	if (rc)
+		return rc;
 	/* ca_cert adds to the system's CAs: keep the default bundle's text to
 	 * prepend to it (read once here, not on the loop per request). */
 	CURL *e = curl_easy_init();
@@ -1307,9 +1217,6 @@ static int wh_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_error
 	}
 	if (e)
 		curl_easy_cleanup(e);
-	curl_multi_setopt(G.multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(G.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	uv_timer_init(loop, &G.timer);
 	G.ready = true;
 	return 0;
 }
@@ -1318,10 +1225,7 @@ static void wh_shutdown(void)
 {
 	if (!G.ready)
 		return;
-	uv_timer_stop(&G.timer);
-	uv_close((uv_handle_t *)&G.timer, NULL);
-	curl_multi_cleanup(G.multi);
-	G.multi = NULL;
+	uh_curl_uv_shutdown(&G.cu);
 	free(G.sys_ca);
 	G.sys_ca = NULL;
 	G.sys_ca_len = 0;

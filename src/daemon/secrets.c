@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "core/jobspec.h"
 #include "secret/vault.h"
 
@@ -25,28 +26,6 @@ static int unavailable(struct uh_error *err, const char *what, const char *ref, 
 	                    why);
 }
 
-/* PATH of "vault:PATH#KEY" under the project's vault_prefix, without empty or
- * dot segments. */
-static bool vault_path_under(const char *path, size_t n, const char *prefix)
-{
-	if (!prefix || n == 0 || path[0] == '/')
-		return false;
-	size_t pn = strlen(prefix);
-	if (pn && prefix[pn - 1] == '/')
-		pn--;
-	if (!(n >= pn && strncmp(path, prefix, pn) == 0 && (n == pn || path[pn] == '/')))
-		return false;
-	const char *seg = path, *end = path + n;
-	while (seg < end) {
-		const char *slash = memchr(seg, '/', (size_t)(end - seg));
-		size_t len = slash ? (size_t)(slash - seg) : (size_t)(end - seg);
-		if (len == 0 || (len == 1 && seg[0] == '.') || (len == 2 && seg[0] == '.' && seg[1] == '.'))
-			return false;
-		seg += len + 1;
-	}
-	return true;
-}
-
 /* One reference to a value in locked memory. `what` names the env var or
  * field for messages. */
 static int resolve_one(struct uh_store *st, struct uh_vault *vault, const char *project_id, const json_t *project,
@@ -55,14 +34,15 @@ static int resolve_one(struct uh_store *st, struct uh_vault *vault, const char *
 	struct uh_error e = {0};
 	unsigned char *blob = NULL;
 	size_t blen = 0;
-	int rc;
+	/* The rules of save and trigger, against the project as it is now (an
+	 * admin may have narrowed its vault_prefix since). */
+	json_t *jref = json_string(ref);
+	int rc = jref ? uh_api_check_secret_ref(what, jref, project, &e) : UH_E_INTERNAL;
+	json_decref(jref);
+	if (rc)
+		return unavailable(err, what, ref, e.message[0] ? e.message : "out of memory");
 	if (strncmp(ref, "vault:", 6) == 0) {
 		const char *path = ref + 6, *hash = strchr(path, '#');
-		if (!hash || !hash[1])
-			return unavailable(err, what, ref, "not of the form vault:PATH#KEY");
-		if (!vault_path_under(path, (size_t)(hash - path),
-		                      json_string_value(json_object_get(project, "vault_prefix"))))
-			return unavailable(err, what, ref, "the path is not under the project's vault_prefix");
 		if (!vault)
 			return unavailable(err, what, ref, "Vault is not configured (secrets.vault.addr)");
 		char *p = strndup(path, (size_t)(hash - path));
@@ -147,7 +127,7 @@ int uh_run_secrets_resolve(struct uh_store *st, struct uh_vault *vault, const ch
 	json_object_foreach((json_t *)secrets, k, v)
 	{
 		char what[160];
-		snprintf(what, sizeof(what), "env %s", k);
+		snprintf(what, sizeof(what), "secrets.%s", k);
 		struct uh_secret_value *val = NULL;
 		if (!json_is_string(v)) {
 			rc = uh_error_set(err, UH_E_UNAVAILABLE, NULL, "secret reference of env %s is not a string", k);

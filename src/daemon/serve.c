@@ -103,17 +103,12 @@ static int reseal_row(void *arg, const char *scope, const char *name, const unsi
                       unsigned char **out, size_t *out_len, struct uh_error *err)
 {
 	(void)arg;
-	struct uh_error oe = {0};
-	if (uh_secret_rotate_reseal(scope, name, blob, blob_len, out, out_len, &oe) == 0)
-		return 0;
-	/* A row that opens under no key (altered or moved in the database) must
-	 * not keep the daemon from starting: it stays as it is, unusable. */
-	uh_warn("key rotation: secret '%s' of scope '%s' does not open (%s); left as it is", name, scope, oe.message);
-	if (!(*out = malloc(blob_len ? blob_len : 1)))
-		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
-	memcpy(*out, blob, blob_len);
-	*out_len = blob_len;
-	return 0;
+	bool unreadable = false;
+	int rc = uh_secret_rotate_reseal(scope, name, blob, blob_len, out, out_len, &unreadable, err);
+	if (!rc && unreadable)
+		uh_warn("key rotation: secret '%s' of scope '%s' does not open under any key; left as it is", name,
+		        scope);
+	return rc;
 }
 
 /* A key rotation a crash (or a failed re-seal) left pending is finished

@@ -345,14 +345,26 @@ bool uh_secret_rotation_pending(void)
 }
 
 int uh_secret_rotate_reseal(const char *scope, const char *name, const unsigned char *blob, size_t blob_len,
-                            unsigned char **out, size_t *out_len, struct uh_error *err)
+                            unsigned char **out, size_t *out_len, bool *unreadable, struct uh_error *err)
 {
+	*unreadable = false;
 	pthread_mutex_lock(&g.mu);
 	struct uh_secret_value *v = NULL;
-	int rc = !g.has_next ? uh_error_set(err, UH_E_INTERNAL, NULL, "no key rotation in progress")
-	                     : open_locked(scope, name, blob, blob_len, &v, err);
-	if (!rc)
+	struct uh_error oe = {0};
+	int rc = 0;
+	if (!g.has_next)
+		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "no key rotation in progress");
+	else if (open_locked(scope, name, blob, blob_len, &v, &oe) == 0)
 		rc = seal_with(&g.keys[1], scope, name, v->data, v->len, out, out_len, err);
+	else if (!(*out = malloc(blob_len ? blob_len : 1)))
+		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	else {
+		/* Altered or moved in the database: it opened before under no key
+		 * either, and must not block the rotation for ever. Kept as is. */
+		memcpy(*out, blob, blob_len);
+		*out_len = blob_len;
+		*unreadable = true;
+	}
 	uh_secret_value_free(v);
 	pthread_mutex_unlock(&g.mu);
 	return rc;

@@ -55,7 +55,9 @@ int uh_secret_open(const char *scope, const char *name, const unsigned char *blo
 /* Key rotation, three steps around the store's re-seal transaction:
  *   begin: create the new key, write KEY_FILE.next;
  *   reseal: open a blob under whichever key and seal it under the new one
- *           (call for each row inside the transaction);
+ *           (call for each row inside the transaction); a blob that opens
+ *           under no key (altered or moved in the database) is handed back
+ *           unchanged with *unreadable set, so it cannot block rotation;
  *   end (ok=true): rename KEY_FILE.next over KEY_FILE, use only the new
  *           key. ok=false (the transaction failed): the rotation stays
  *           pending — both keys open, new values are sealed under the new
@@ -64,7 +66,7 @@ int uh_secret_open(const char *scope, const char *name, const unsigned char *blo
  *           so a value written concurrently with the re-seal is never lost. */
 int uh_secret_rotate_begin(struct uh_error *err);
 int uh_secret_rotate_reseal(const char *scope, const char *name, const unsigned char *blob, size_t blob_len,
-                            unsigned char **out, size_t *out_len, struct uh_error *err);
+                            unsigned char **out, size_t *out_len, bool *unreadable, struct uh_error *err);
 int uh_secret_rotate_end(bool ok, struct uh_error *err);
 /* A rotation is pending (KEY_FILE.next was found at start-up, or a re-seal
  * failed): the daemon finishes it right after opening the store. */

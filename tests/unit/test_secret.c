@@ -58,6 +58,7 @@ int main(void)
 	snprintf(key_path, sizeof(key_path), "%s/sub/secrets.key", dir);
 	snprintf(next_path, sizeof(next_path), "%s.next", key_path);
 	struct uh_error e = {0};
+	bool unreadable = false;
 	const char *val = "correct horse battery staple";
 
 	/* first start creates the key (and its missing directory), 0600 */
@@ -113,7 +114,7 @@ int main(void)
 	CHECK(uh_secret_seal("p_1", "during", "written during rotation", 23, &b3, &n3, &e) == 0);
 	unsigned char *r1 = NULL;
 	size_t rn1 = 0;
-	CHECK(uh_secret_rotate_reseal("p_1", "tok", b1, n1, &r1, &rn1, &e) == 0);
+	CHECK(uh_secret_rotate_reseal("p_1", "tok", b1, n1, &r1, &rn1, &unreadable, &e) == 0 && !unreadable);
 	CHECK(uh_secret_rotate_end(true, &e) == 0);
 	CHECK(!uh_secret_rotation_pending());
 	CHECK(stat(next_path, &st) != 0);
@@ -129,7 +130,7 @@ int main(void)
 	CHECK(uh_secret_rotate_begin(&e) == 0);
 	unsigned char *r2 = NULL;
 	size_t rn2 = 0;
-	CHECK(uh_secret_rotate_reseal("p_1", "tok", r1, rn1, &r2, &rn2, &e) == 0);
+	CHECK(uh_secret_rotate_reseal("p_1", "tok", r1, rn1, &r2, &rn2, &unreadable, &e) == 0 && !unreadable);
 	uh_secret_keys_shutdown(); /* "crash": .next stays on disk */
 	CHECK(stat(next_path, &st) == 0);
 	CHECK(init() == 0);
@@ -139,7 +140,7 @@ int main(void)
 	CHECK(uh_secret_rotate_begin(&e) == 0);      /* resumes */
 	unsigned char *r3 = NULL;
 	size_t rn3 = 0;
-	CHECK(uh_secret_rotate_reseal("p_1", "tok", r1, rn1, &r3, &rn3, &e) == 0);
+	CHECK(uh_secret_rotate_reseal("p_1", "tok", r1, rn1, &r3, &rn3, &unreadable, &e) == 0 && !unreadable);
 	CHECK(uh_secret_rotate_end(true, &e) == 0);
 	CHECK(opens_to("p_1", "tok", r3, rn3, val));
 	CHECK(opens_to("p_1", "tok", r2, rn2, val)); /* same new key */
@@ -158,7 +159,12 @@ int main(void)
 	CHECK(uh_secret_rotate_begin(&e) == 0);
 	unsigned char *r4 = NULL;
 	size_t rn4 = 0;
-	CHECK(uh_secret_rotate_reseal("p_1", "x", b4, n4, &r4, &rn4, &e) == 0);
+	CHECK(uh_secret_rotate_reseal("p_1", "x", b4, n4, &r4, &rn4, &unreadable, &e) == 0 && !unreadable);
+	unsigned char *moved = NULL;
+	size_t mn = 0;
+	CHECK(uh_secret_rotate_reseal("p_2", "x", b4, n4, &moved, &mn, &unreadable, &e) == 0 && unreadable);
+	CHECK(mn == n4 && memcmp(moved, b4, n4) == 0); /* a moved row: kept as is */
+	free(moved);
 	CHECK(uh_secret_rotate_end(true, &e) == 0);
 	CHECK(opens_to("p_1", "x", r4, rn4, "value number four"));
 	free(b4);
