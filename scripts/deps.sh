@@ -4,7 +4,7 @@
 set -euo pipefail
 what=${1:-run}
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
-      libsqlite3-dev libssl-dev libuv1-dev libsodium-dev curl ca-certificates python3 ansible-core)
+      libsqlite3-dev libssl-dev libuv1-dev libsodium-dev musl-tools curl ca-certificates python3 ansible-core)
 if [ "$what" = test ]; then
   pkgs+=(python3-pytest python3-requests clang libclang-rt-14-dev clang-format sqlite3 iproute2 procps
         python3-ansible-runner)

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@ static struct {
 	int n;
 	unsigned have; /* controllers available */
 	bool have_kill;
+	long ncpu; /* CPUs the daemon (and so every run) may use */
 	char warning[256];
 	char describe[128];
 } L;
@@ -178,6 +180,12 @@ static void detect(void)
 		fclose(f);
 	}
 
+	cpu_set_t cpus;
+	L.ncpu = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	if (L.ncpu <= 0 || (online > 0 && online < L.ncpu))
+		L.ncpu = online;
+
 	/* v1 hierarchies, one per mount (cpu may share one with cpuacct). */
 	unsigned done = 0;
 	for (int i = 0; i < 3; i++) {
@@ -268,6 +276,14 @@ static bool run_dir(const struct hier *h, const char *run_id, char *out, size_t 
 	return snprintf(out, size, "%s/%s", h->parent, run_id) < (int)size;
 }
 
+/* A quota of at least every CPU the run may use cannot slow it down:
+ * such a limit is left out, and so is a v1 hierarchy that would hold only
+ * it (its mkdir, join and rmdir cost a run about 0.2 ms for nothing). */
+static bool cpu_binds(const struct uh_cg_limits *lim)
+{
+	return lim->cpu_milli > 0 && (L.ncpu <= 0 || lim->cpu_milli < L.ncpu * 1000);
+}
+
 static int set_limits(const struct hier *h, const char *dir, const struct uh_cg_limits *lim)
 {
 	char v[64];
@@ -293,7 +309,7 @@ static int set_limits(const struct hier *h, const char *dir, const struct uh_cg_
 				return r;
 		}
 	}
-	if ((h->ctls & CTL_CPU) && lim->cpu_milli > 0) {
+	if ((h->ctls & CTL_CPU) && cpu_binds(lim)) {
 		const long long period = 100000;
 		long long quota = lim->cpu_milli * period / 1000;
 		if (quota < 1000)
@@ -324,6 +340,8 @@ int uh_cg_create(const char *run_id, const struct uh_cg_limits *lim, int fds[UH_
 	const char *what = "";
 	for (i = 0; i < L.n; i++) {
 		const struct hier *h = &L.h[i];
+		if (!h->v2 && h->ctls == CTL_CPU && !cpu_binds(lim))
+			continue;
 		if (!run_dir(h, run_id, dir, sizeof(dir))) {
 			r = -ENAMETOOLONG;
 			what = "path";

@@ -50,6 +50,7 @@
 #define SPAWN_STACK       (64 * 1024) /* the clone child's stack: a few frames */
 #define RUN_NOFILE        1024
 #define RUN_FSIZE         (4LL << 30)
+#define POOL_MAX          64 /* empty scratch dirs kept for later runs */
 
 /* ---- backend-wide state (supervisor thread) ---- */
 
@@ -70,6 +71,14 @@ static struct {
 	uint32_t *used;
 	size_t nused, capused;
 	uint32_t next_uid;
+	uv_loop_t *loop;
+	size_t cleaning; /* runs reported whose clean-up is not done */
+	/* Parked scratch dirs "pool-N" in G.root (local_fs.c): a run that left
+	 * its dir empty hands it on, which spares the next run three mkdirs
+	 * and this one three rmdirs on the work root's file system. */
+	uint32_t pool[POOL_MAX];
+	size_t npool, parking;
+	uint32_t pool_next;
 } G = {.init_fd = -1, .null_fd = -1, .life_r = -1, .life_w = -1};
 
 static char rbuf[READ_CHUNK];
@@ -240,8 +249,10 @@ struct local_run {
 	uint64_t reaped_at;
 	int cg_tries;
 	int rm_result;
+	uint32_t slot;        /* pool slot its dir is parked in ... */
+	bool parking, parked; /* ... when asked, and when done */
 	bool polling_out, polling_err;
-	bool stop_sent, reaped, out_eof, err_eof, cg_done, oom, finishing, finished, released;
+	bool stop_sent, reaped, out_eof, err_eof, cg_done, rm_queued, oom, finishing, finished, released;
 	siginfo_t info;
 	bool have_status;
 	struct uh_init_status status;
@@ -446,37 +457,121 @@ static void make_result(struct local_run *r)
 	}
 }
 
+static void slot_name(uint32_t slot, char *out, size_t size)
+{
+	snprintf(out, size, "pool-%u", (unsigned)slot);
+}
+
+/* Drop the parked dirs (the work root changed, or shutdown). */
+static void pool_drop(void)
+{
+	char slot[32];
+	while (G.npool > 0) {
+		slot_name(G.pool[--G.npool], slot, sizeof(slot));
+		if (G.root)
+			local_scratch_remove(G.root, slot);
+	}
+}
+
+/* The run's scratch dir: a parked one when there is one, else a new one. */
+static int scratch_take(struct local_run *r, uid_t uid, gid_t gid, struct uh_error *err)
+{
+	char slot[32];
+	while (G.npool > 0) {
+		slot_name(G.pool[--G.npool], slot, sizeof(slot));
+		if (local_scratch_unpark(r->root, slot, r->run_id, uid, gid) == 0)
+			return 0;
+		local_scratch_remove(r->root, slot);
+		local_scratch_remove(r->root, r->run_id);
+	}
+	return local_scratch_create(r->root, r->run_id, uid, gid, err);
+}
+
 static void rm_work(uv_work_t *w)
 {
 	struct local_run *r = w->data;
+	if (r->parking) {
+		char slot[32];
+		slot_name(r->slot, slot, sizeof(slot));
+		if (local_scratch_park(r->root, r->run_id, slot) == 0) {
+			r->parked = true;
+			r->rm_result = 0;
+			return;
+		}
+	}
 	r->rm_result = local_scratch_remove(r->root, r->run_id);
 }
 
+/* The last step of the clean-up: the uid may go to another run now. */
 static void rm_done(uv_work_t *w, int status)
 {
 	struct local_run *r = w->data;
+	if (r->rm_result)
+		uh_warn("backend=local run=%s: scratch dir not fully removed: %s", r->run_id, strerror(-r->rm_result));
+	if (r->parking) {
+		G.parking--;
+		if (r->parked && G.ready && G.root && strcmp(G.root, r->root) == 0 && G.npool < POOL_MAX) {
+			G.pool[G.npool++] = r->slot;
+		} else if (r->parked) {
+			char slot[32];
+			slot_name(r->slot, slot, sizeof(slot));
+			local_scratch_remove(r->root, slot);
+		}
+	}
 	if (r->uid_allocated) {
 		uid_free(r->uid);
 		r->uid_allocated = false;
 	}
 	r->finished = true;
-	if (r->released) {
+	G.cleaning--;
+	if (r->released)
 		run_close(r);
+}
+
+/* After the report: the run's cgroups (killing again while one is not
+ * empty), then its scratch dir on the thread pool. Its uid stays taken
+ * until both are gone. */
+static void clean_up(struct local_run *r)
+{
+	if (r->rm_queued)
 		return;
+	if (!r->cg_done) {
+		if (uh_cg_remove(r->run_id) == -EBUSY && r->cg_tries++ < CG_RETRIES) {
+			uh_cg_kill(r->run_id);
+			uv_timer_start(&r->wait_timer, on_wait_timer, CG_RETRY_MS, 0);
+			return;
+		}
+		if (r->cg_tries > CG_RETRIES)
+			uh_warn("backend=local run=%s: a cgroup of the run stays busy after %d kills", r->run_id,
+			        CG_RETRIES);
+		r->cg_done = true;
 	}
-	if (r->rm_result && r->res.kind != UH_RESULT_ERROR)
-		snprintf(r->res.message + strlen(r->res.message), sizeof(r->res.message) - strlen(r->res.message),
-		         "; scratch dir not fully removed: %s", strerror(-r->rm_result));
-	r->h->host->finished(r->h, &r->res);
+	uv_timer_stop(&r->wait_timer);
+	r->rm_queued = true;
+	if (G.ready && G.root && strcmp(G.root, r->root) == 0 && G.npool + G.parking < POOL_MAX) {
+		r->parking = true;
+		r->slot = G.pool_next++;
+		G.parking++;
+	}
+	r->rm_work.data = r;
+	if (uv_queue_work(r->loop, &r->rm_work, rm_work, rm_done)) {
+		rm_work(&r->rm_work);
+		rm_done(&r->rm_work, 0);
+	}
 }
 
 /* Move the run towards its end; called whenever something it waits on
- * happens. Order: init reaped, pipes at EOF, cgroups empty and removed,
- * scratch dir removed (thread pool), finished(). */
+ * happens. Order: init reaped, pipes at EOF, finished() (init was PID 1 of
+ * the run's namespace: the kernel had killed and reaped every other
+ * process of it before init's own exit completed), then clean_up(). */
 static void advance(struct local_run *r)
 {
-	if (!r->reaped || r->finishing)
+	if (!r->reaped)
 		return;
+	if (r->finishing) {
+		clean_up(r); /* a cgroup retry */
+		return;
+	}
 	uint64_t now = uv_now(r->loop);
 	if (!r->out_eof || !r->err_eof) {
 		/* A writer outside the namespace holds a pipe (passed over a
@@ -488,24 +583,14 @@ static void advance(struct local_run *r)
 		out_eof(r, false);
 		out_eof(r, true);
 	}
-	if (!r->cg_done) {
-		if (r->cg_tries == 0)
-			r->oom = uh_cg_oom(r->run_id);
-		if (uh_cg_remove(r->run_id) == -EBUSY && r->cg_tries++ < CG_RETRIES) {
-			uh_cg_kill(r->run_id);
-			uv_timer_start(&r->wait_timer, on_wait_timer, CG_RETRY_MS, 0);
-			return;
-		}
-		r->cg_done = true;
-	}
 	uv_timer_stop(&r->wait_timer);
 	r->finishing = true;
+	G.cleaning++;
+	r->oom = uh_cg_oom(r->run_id);
 	make_result(r);
-	r->rm_work.data = r;
-	if (uv_queue_work(r->loop, &r->rm_work, rm_work, rm_done)) {
-		rm_work(&r->rm_work);
-		rm_done(&r->rm_work, 0);
-	}
+	if (r->h && !r->released)
+		r->h->host->finished(r->h, &r->res); /* may release the handle */
+	clean_up(r);
 }
 
 /* ---- spawning ---- */
@@ -667,6 +752,7 @@ static int work_root(const struct uh_config *cfg, char **out, struct uh_error *e
 			free(real);
 			return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 		}
+		pool_drop(); /* they live in the old root */
 		free(G.root_conf);
 		free(G.root);
 		G.root_conf = c;
@@ -744,7 +830,7 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "work root path too long");
 		goto fail;
 	}
-	rc = local_scratch_create(r->root, r->run_id, uid, gid, err);
+	rc = scratch_take(r, uid, gid, err);
 	if (rc)
 		goto fail;
 	scratch_made = true;
@@ -938,6 +1024,10 @@ static void local_release(struct uh_run_handle *h)
 		}
 		uh_cg_destroy_sync(r->run_id, 3000);
 		local_scratch_remove(r->root, r->run_id);
+		if (r->uid_allocated) {
+			uid_free(r->uid);
+			r->uid_allocated = false;
+		}
 		r->finishing = r->finished = true;
 	}
 	if (!r->finished)
@@ -1033,6 +1123,8 @@ static void sweep(const struct uh_config *cfg, const char *root)
 		int64_t owner = local_scratch_owner(root, e->d_name);
 		bool ours = owner > 0 && ((owner >= cfg->local.uid_min && owner <= cfg->local.uid_max) ||
 		                          (G.fixed_user && owner == (int64_t)G.user_uid));
+		if (owner == 0 && strncmp(e->d_name, "pool-", 5) == 0)
+			ours = true; /* a parked dir of an earlier daemon */
 		if (!ours)
 			continue;
 		if (s.n == s.cap) {
@@ -1072,6 +1164,7 @@ static int local_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_er
 		return r;
 	G.ready = true;
 	G.unavailable[0] = 0;
+	G.loop = loop;
 
 	if (geteuid() != 0) {
 		snprintf(G.unavailable, sizeof(G.unavailable), "the daemon does not run as root");
@@ -1120,6 +1213,12 @@ static int local_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_er
 
 static void local_shutdown(void)
 {
+	/* Runs already reported may still be cleaning up: let them finish
+	 * (bounded: CG_RETRIES cgroup retries, then one directory walk). */
+	while (G.cleaning > 0 && G.loop)
+		uv_run(G.loop, UV_RUN_ONCE);
+	G.loop = NULL;
+	pool_drop();
 	int *fds[] = {&G.init_fd, &G.null_fd, &G.life_r, &G.life_w};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
 		if (*fds[i] >= 0)

@@ -212,6 +212,82 @@ int local_scratch_remove(const char *root, const char *name)
 	return r;
 }
 
+/* The names in directory `fd` other than . and ..: how many (up to 3), and
+ * whether they are exactly `a` and `b` (NULL: no name expected). -1 on error. */
+static int entries(int fd, const char *a, const char *b, bool *exact)
+{
+	int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return -1;
+	}
+	int n = 0, matched = 0;
+	struct dirent *e;
+	while (n < 3 && (e = readdir(d))) {
+		const char *name = e->d_name;
+		if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
+			continue;
+		n++;
+		if (e->d_type == DT_DIR && ((a && strcmp(name, a) == 0) || (b && strcmp(name, b) == 0)))
+			matched++;
+	}
+	closedir(d);
+	*exact = n == matched && n == (a ? 1 : 0) + (b ? 1 : 0);
+	return n;
+}
+
+int local_scratch_park(const char *root, const char *run_id, const char *slot)
+{
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return -errno;
+	int fd = openat(rootfd, run_id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int r = fd < 0 ? -errno : 1;
+	bool exact = false;
+	/* Root's first, then checked: nothing but root can add to it after. */
+	if (fd >= 0 && fchown(fd, 0, 0) == 0 && fchmod(fd, 0700) == 0 && entries(fd, "home", "tmp", &exact) == 2 &&
+	    exact) {
+		static const char *const subs[] = {"home", "tmp"};
+		size_t i;
+		for (i = 0; i < 2; i++) {
+			int sub = openat(fd, subs[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			bool ok = sub >= 0 && fchown(sub, 0, 0) == 0 && fchmod(sub, 0700) == 0 &&
+			          entries(sub, NULL, NULL, &exact) == 0;
+			if (sub >= 0)
+				close(sub);
+			if (!ok)
+				break;
+		}
+		if (i == 2)
+			r = renameat2(rootfd, run_id, rootfd, slot, RENAME_NOREPLACE) ? -errno : 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	close(rootfd);
+	return r;
+}
+
+int local_scratch_unpark(const char *root, const char *slot, const char *run_id, uid_t uid, gid_t gid)
+{
+	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return -errno;
+	int r = 0, fd = -1;
+	if (renameat2(rootfd, slot, rootfd, run_id, RENAME_NOREPLACE))
+		r = -errno;
+	else if ((fd = openat(rootfd, run_id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		r = -errno;
+	else if (fchown(fd, uid, gid) || fchownat(fd, "home", uid, gid, AT_SYMLINK_NOFOLLOW) ||
+	         fchownat(fd, "tmp", uid, gid, AT_SYMLINK_NOFOLLOW))
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	close(rootfd);
+	return r;
+}
+
 int64_t local_scratch_owner(const char *root, const char *name)
 {
 	char p[PATH_MAX];

@@ -53,6 +53,12 @@ int local_scratch_create(const char *root, const char *run_id, uid_t uid, gid_t 
 /* Remove <root>/<name> and everything below without following a symlink.
  * 0 when gone (or absent), else -errno. */
 int local_scratch_remove(const char *root, const char *name);
+/* Keep a finished run's scratch dir for a later run, when it holds nothing
+ * but its empty home/ and tmp/: made root's (0700) and renamed to `slot`.
+ * 0 when parked, 1 when not empty (remove it), -errno on error. */
+int local_scratch_park(const char *root, const char *run_id, const char *slot);
+/* A parked dir becomes RUN_ID's scratch dir, owned by uid/gid. -errno. */
+int local_scratch_unpark(const char *root, const char *slot, const char *run_id, uid_t uid, gid_t gid);
 
 /* Owner of <root>/<name> (not following symlinks); -1 if absent. */
 int64_t local_scratch_owner(const char *root, const char *name);

@@ -179,7 +179,7 @@ int uh_init_local(int argc, char **argv, char **envp)
 	umask(022);
 
 	/* Nothing but our fixed descriptors may reach the job. */
-	if (close_range((unsigned)(UH_INIT_FD_CGROUP + a.ncg), ~0u, 0))
+	if (syscall(SYS_close_range, (unsigned)(UH_INIT_FD_CGROUP + a.ncg), ~0u, 0))
 		uh_init_fail(sfd, UH_INIT_STEP_ARGS, errno, "close_range");
 	fcntl(UH_INIT_FD_STATUS, F_SETFD, FD_CLOEXEC);
 	fcntl(UH_INIT_FD_LIFELINE, F_SETFD, FD_CLOEXEC);

@@ -82,6 +82,7 @@ struct run {
 	char id[UH_ID_MAX];
 	int rc;
 	struct uh_error err;
+	const char *root; /* the work root it was started with */
 };
 
 /* ---- waiting ---- */
@@ -150,6 +151,7 @@ static void run_start_cfg(struct run *r, const struct uh_config *c, const char *
 	    .n_secrets = n_secrets,
 	    .timeout_s = 120,
 	};
+	r->root = c->local.work_root;
 	r->o.t_start = uh_mono_us();
 	r->rc = uh_backend_start(&uh_backend_local, &host, &r->o, &loop, c, &spec, &r->h, &r->err);
 	json_decref(cmd);
@@ -162,6 +164,8 @@ static void run_start(struct run *r, const char *command, const char *config, co
 	run_start_cfg(r, &cfg, command, config, env, NULL, 0);
 }
 
+static bool cleaned_up(void *a);
+
 static void run_release(struct run *r)
 {
 	if (r->rc == 0) {
@@ -169,6 +173,9 @@ static void run_release(struct run *r)
 		CHECK(r->o.late_output == 0);
 		uh_backend_release(r->h);
 		uv_run(&loop, UV_RUN_NOWAIT);
+		/* Nothing of it is left once its clean-up is done (and a test
+		 * that forks inherits no clean-up in progress). */
+		CHECK(wait_for(cleaned_up, r, 5000));
 	}
 	uh_buf_free(&r->o.out);
 	uh_buf_free(&r->o.err);
@@ -391,6 +398,13 @@ static bool cg_exists(const char *id)
 	return false;
 }
 
+/* Clean-up (cgroups, then the scratch dir) follows the report. */
+static bool cleaned_up(void *a)
+{
+	const struct run *r = a;
+	return !path_exists("%s/%s", r->root ? r->root : work, r->id) && !cg_exists(r->id);
+}
+
 /* ---- tests ---- */
 
 static void test_echo_and_exit(void)
@@ -402,8 +416,7 @@ static void test_echo_and_exit(void)
 	CHECK(r.o.res.kind == UH_RESULT_EXITED && r.o.res.exit_code == 0 && !r.o.res.oom);
 	CHECK(r.o.persisted == 1);
 	CHECK(strncmp(r.o.ext, "pid:", 4) == 0 && atoi(r.o.ext + 4) > 1);
-	CHECK(!path_exists("%s/%s", work, r.id));
-	CHECK(!cg_exists(r.id));
+	CHECK(wait_for(cleaned_up, &r, 5000));
 	run_release(&r);
 
 	run_wait(&r, "[\"/bin/sh\", \"-c\", \"echo oops >&2; echo out; exit 3\"]", NULL, NULL);
@@ -781,7 +794,7 @@ static void test_work_root_in_tmp(void)
 	sfmt(want, sizeof(want), "home-ok\n%s/%s\n%s\nwork\n", tmpwork, r.id, tmpbase + 5);
 	CHECK_STR(out_of(&r), want);
 	CHECK(r.o.res.kind == UH_RESULT_EXITED && r.o.res.exit_code == 0);
-	CHECK(!path_exists("%s/%s", tmpwork, r.id));
+	CHECK(wait_for(cleaned_up, &r, 5000));
 	run_release(&r);
 	char cmd[256];
 	sfmt(cmd, sizeof(cmd), "rm -rf %s", tmpbase);
@@ -858,7 +871,7 @@ static void test_stop(void)
 	CHECK(took >= 250000 && took < 3000000);
 	CHECK(r.o.res.kind == UH_RESULT_SIGNALED && r.o.res.signal == SIGKILL);
 	CHECK(count_uid(uc.uid, true) == 0);
-	CHECK(!path_exists("%s/%s", work, r.id) && !cg_exists(r.id));
+	CHECK(wait_for(cleaned_up, &r, 5000));
 	run_release(&r);
 }
 
@@ -1004,7 +1017,7 @@ static void test_scratch_symlinks(void)
 	CHECK(strstr(out_of(&r), "planted"));
 	if (!strstr(out_of(&r), "planted"))
 		fprintf(stderr, "plant: %s %s\n", out_of(&r), err_of(&r));
-	CHECK(!path_exists("%s/%s", work, r.id));
+	CHECK(wait_for(cleaned_up, &r, 5000));
 	CHECK(path_exists("%s/victim/keep", base));
 	CHECK(path_exists("%s/victim", base));
 	CHECK(access("/etc/passwd", F_OK) == 0);
@@ -1138,7 +1151,7 @@ static void test_daemon_death(void)
 	CHECK(wait_for(is_finished, &r, 5000));
 	CHECK(r.o.res.kind == UH_RESULT_ERROR && strstr(r.o.res.message, "lifeline"));
 	CHECK(count_uid(uc.uid, true) == 0);
-	CHECK(!path_exists("%s/%s", work, r.id) && !cg_exists(r.id));
+	CHECK(wait_for(cleaned_up, &r, 5000));
 	run_release(&r);
 
 	/* 4. A restarted daemon sweeps leftovers of the work root at init; it
@@ -1146,8 +1159,9 @@ static void test_daemon_death(void)
 	char cmd[1200];
 	sfmt(cmd, sizeof(cmd),
 	     "mkdir -p %s/r_leftover1/home && ln -s %s/victim %s/r_leftover1/home/v && chown -R %u:%u "
-	     "%s/r_leftover1 && mkdir -p %s/not-a-run && mkdir -p %s/rootowned",
-	     work, base, work, cfg.local.uid_min + 7, cfg.local.uid_min + 7, work, work, work);
+	     "%s/r_leftover1 && mkdir -p %s/not-a-run && mkdir -p %s/rootowned && mkdir -p %s/pool-77/home && "
+	     "ln -s %s/victim %s/pool-77/home/v",
+	     work, base, work, cfg.local.uid_min + 7, cfg.local.uid_min + 7, work, work, work, work, base, work);
 	sh(cmd);
 	/* An empty run cgroup left long ago by a dead daemon, and a fresh one
 	 * (maybe another daemon's run being set up right now). */
@@ -1171,10 +1185,56 @@ static void test_daemon_death(void)
 		sh(cmd);
 	}
 	CHECK(!path_exists("%s/r_leftover1", work));
+	CHECK(!path_exists("%s/pool-77", work)); /* a parked dir of the dead daemon */
 	CHECK(path_exists("%s/not-a-run", work) && path_exists("%s/rootowned", work));
 	CHECK(path_exists("%s/victim/keep", base));
 	CHECK(uh_backend_settle(&cfg, "local", "r_neverexisted", "pid:1", &e) == 0);
 	CHECK(uh_backend_settle(&cfg, "local", "../etc", "", &e) != 0);
+}
+
+/* A run that left its scratch dir empty hands it on to a later run (same
+ * inode), made that run's own; one that left anything in it never does:
+ * the next run gets an empty HOME and TMPDIR of its own. */
+static void test_scratch_pool(void)
+{
+	const char *show = "[\"/bin/sh\", \"-c\", \"stat -c 'home=%i:%u:%a' $HOME; stat -c 'tmp=%i:%u:%a' $TMPDIR; "
+	                   "echo uid=$(id -u); echo left=$(ls -A $HOME | wc -l)$(ls -A $TMPDIR | wc -l); "
+	                   "if [ -n \\\"$PLANT\\\" ]; then echo secret > $HOME/s; echo secret > $TMPDIR/s; "
+	                   "ln -s / $HOME/root; fi\"]";
+	struct run a, b, c;
+	char home[3][64], tmp[3][64], uid[3][32], left[3][64];
+	struct run *rs[3] = {&a, &b, &c};
+	for (int i = 0; i < 3; i++) {
+		run_wait(rs[i], show, NULL, i == 1 ? "{\"PLANT\": \"1\"}" : NULL);
+		const char *o = out_of(rs[i]);
+		const char *h = strstr(o, "home="), *t = strstr(o, "tmp="), *u = strstr(o, "uid="),
+		           *l = strstr(o, "left=");
+		CHECK(h && t && u && l);
+		if (!h || !t || !u || !l) {
+			fprintf(stderr, "pool run %d: %s %s\n", i, o, err_of(rs[i]));
+			run_release(rs[i]);
+			return;
+		}
+		sscanf(h + 5, "%63[^\n]", home[i]);
+		sscanf(t + 4, "%63[^\n]", tmp[i]);
+		sscanf(u + 4, "%31[^\n]", uid[i]);
+		left[i][0] = 0;
+		sscanf(l + 5, "%63[^\n]", left[i]);
+		run_release(rs[i]); /* waits for the clean-up: the dir is parked or gone */
+	}
+	for (int i = 0; i < 3; i++) {
+		char want[64];
+		sfmt(want, sizeof(want), ":%s:700", uid[i]);
+		CHECK(strstr(home[i], want) && strstr(tmp[i], want)); /* the run's own, private */
+		CHECK(strcmp(left[i], "00") == 0);                    /* and empty */
+	}
+	CHECK(strcmp(uid[0], uid[1]) != 0 && strcmp(uid[1], uid[2]) != 0);
+	/* b got a's dir (same inodes); c, after b left files and a symlink in
+	 * its dir, got an empty one of its own (checked above: `left` is 00).
+	 * Inode numbers cannot show that c's is not b's: the file system may
+	 * give a removed directory's inode to the next new one. */
+	CHECK(strtoul(home[1], NULL, 10) == strtoul(home[0], NULL, 10));
+	CHECK(strtoul(tmp[1], NULL, 10) == strtoul(tmp[0], NULL, 10));
 }
 
 /* ---- timing ---- */
@@ -1301,6 +1361,7 @@ int main(void)
 	test_network();
 	test_cross_run();
 	test_scratch_symlinks();
+	test_scratch_pool();
 	test_daemon_death();
 	test_timing();
 
