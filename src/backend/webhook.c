@@ -1306,11 +1306,12 @@ static char *body_with_token(const json_t *b, const char *field, const char *tok
 	return out;
 }
 
-static int wh_start(struct uh_run_handle *base, const struct uh_run_spec *spec, struct uh_error *err)
+/* What start and re-attach share: the config, the template variables, the
+ * callback token, the secrets (copied: the spec's are wiped once start()
+ * returns) and the CA. On failure nothing of it is left. */
+static int setup(struct wh_handle *h, const struct uh_run_spec *spec, struct uh_error *err)
 {
-	struct wh_handle *h = H(base);
-	char *body = NULL, *url = NULL;
-	size_t blen = 0;
+	struct uh_run_handle *base = &h->base;
 	json_t *refs = NULL;
 	if (!G.ready)
 		return uh_error_set(err, UH_E_UNAVAILABLE, "backend_unavailable", "the webhook backend is not ready");
@@ -1392,6 +1393,34 @@ static int wh_start(struct uh_run_handle *base, const struct uh_run_spec *spec, 
 	}
 	json_decref(refs);
 	refs = NULL;
+	if (h->conf.ca_cert) {
+		size_t cl = strlen(h->conf.ca_cert);
+		h->ca_blob = malloc(G.sys_ca_len + cl + 2);
+		if (!h->ca_blob) {
+			rc = uh_error_set(err, UH_E_INTERNAL, "backend_error", "out of memory");
+			goto fail;
+		}
+		if (G.sys_ca_len)
+			memcpy(h->ca_blob, G.sys_ca, G.sys_ca_len);
+		h->ca_blob[G.sys_ca_len] = '\n';
+		memcpy(h->ca_blob + G.sys_ca_len + 1, h->conf.ca_cert, cl + 1);
+		h->ca_blob_len = G.sys_ca_len + 1 + cl;
+	}
+	return 0;
+fail:
+	json_decref(refs);
+	free_state(h);
+	return rc ? rc : UH_E_INTERNAL;
+}
+
+static int wh_start(struct uh_run_handle *base, const struct uh_run_spec *spec, struct uh_error *err)
+{
+	struct wh_handle *h = H(base);
+	char *body = NULL, *url = NULL;
+	size_t blen = 0;
+	int rc = setup(h, spec, err);
+	if (rc)
+		return rc;
 
 	/* The trigger's body and URL. */
 	if (h->conf.body && json_is_string(h->conf.body)) {
@@ -1417,20 +1446,6 @@ static int wh_start(struct uh_run_handle *base, const struct uh_run_spec *spec, 
 	}
 	if ((rc = expand(h, h->conf.url, UH_WH_ESC_URL, false, &url, err)))
 		goto fail_cfg;
-	if (h->conf.ca_cert) {
-		size_t cl = strlen(h->conf.ca_cert);
-		h->ca_blob = malloc(G.sys_ca_len + cl + 2);
-		if (!h->ca_blob) {
-			rc = uh_error_set(err, UH_E_INTERNAL, "backend_error", "out of memory");
-			free(url);
-			goto fail;
-		}
-		if (G.sys_ca_len)
-			memcpy(h->ca_blob, G.sys_ca, G.sys_ca_len);
-		h->ca_blob[G.sys_ca_len] = '\n';
-		memcpy(h->ca_blob + G.sys_ca_len + 1, h->conf.ca_cert, cl + 1);
-		h->ca_blob_len = G.sys_ca_len + 1 + cl;
-	}
 	/* From here on nothing fails synchronously. */
 	uv_timer_init(base->loop, &h->timer);
 	h->timer.data = h;
@@ -1441,10 +1456,78 @@ fail_cfg:
 	snprintf(err->field, sizeof(err->field), "backend_error");
 fail:
 	/* Nothing of the run exists; backend.c frees the handle itself. */
-	json_decref(refs);
 	wipe_free(body, blen);
 	free_state(h);
 	return rc ? rc : UH_E_INTERNAL;
+}
+
+/* A run a previous daemon left waiting on the remote job: follow it again
+ * from its external id (stored once the trigger was answered). Polling
+ * resumes, a callback is taken again (its token derives from the run id), a
+ * stop cancels the remote job as for any run. Not for fire-and-forget
+ * requests (nothing to wait for) nor Azure Durable Functions (the status URL
+ * the function hands back carries its key and is not stored). */
+static int wh_reattach(struct uh_run_handle *base, const struct uh_run_spec *spec, const char *external_id,
+                       struct uh_error *err)
+{
+	struct wh_handle *h = H(base);
+	int rc = setup(h, spec, err);
+	if (rc)
+		return rc;
+	if (h->conf.mode == UH_WH_FIRE) {
+		rc = uh_error_set(err, UH_E_UNAVAILABLE, "backend_error",
+		                  "a fire-and-forget request has nothing to wait for");
+		goto fail;
+	}
+	snprintf(base->external_id, sizeof(base->external_id), "%s", external_id);
+	vars_set(h->vars, "external_id", external_id);
+	if (h->conf.flow == UH_WH_FLOW_JENKINS) {
+		/* A queue item's URL until the build starts, then the build's. */
+		const char *q = strstr(external_id, "/queue/item/");
+		if (q) {
+			char id[32] = "";
+			sscanf(q + 12, "%31[0-9]", id);
+			set_str(&h->jenkins_queue_id, id);
+			h->phase = PH_QUEUE;
+		} else {
+			h->cancel_url = with_suffix(external_id, "stop");
+			h->phase = PH_BUILD;
+		}
+		h->status_url = with_suffix(external_id, "api/json");
+		if (!h->status_url || (!q && !h->cancel_url)) {
+			rc = uh_error_set(err, UH_E_INTERNAL, "backend_error", "out of memory");
+			goto fail;
+		}
+	} else if (h->conf.flow == UH_WH_FLOW_AZURE) {
+		rc = uh_error_set(err, UH_E_UNAVAILABLE, "backend_error",
+		                  "an Azure Durable Functions run cannot be followed again: its status URL (which "
+		                  "carries the function's key) is not stored");
+		goto fail;
+	} else {
+		if (h->conf.status_url &&
+		    (rc = expand(h, h->conf.status_url, UH_WH_ESC_URL, false, &h->status_url, err)))
+			goto fail;
+		struct uh_error ce = {0};
+		char *c = NULL;
+		if (h->conf.cancel_url && expand(h, h->conf.cancel_url, UH_WH_ESC_URL, false, &c, &ce) == 0)
+			h->cancel_url = c;
+		if (!h->status_url && h->conf.mode != UH_WH_CALLBACK) {
+			rc = uh_error_set(err, UH_E_UNAVAILABLE, "backend_error",
+			                  "no status URL to follow the remote job");
+			goto fail;
+		}
+		h->phase = PH_WAIT;
+	}
+	uv_timer_init(base->loop, &h->timer);
+	h->timer.data = h;
+	if (h->status_url)
+		schedule_poll(h, false);
+	else
+		say(h, "uhub: waiting for the callback");
+	return 0;
+fail:
+	free_state(h);
+	return rc;
 }
 
 static void finish_stopped(uv_timer_t *t)
@@ -1552,12 +1635,13 @@ static int wh_callback(struct uh_run_handle *base, const json_t *body)
 
 const struct uh_backend_ops uh_backend_webhook = {
     .name = "webhook",
-    .caps = UH_CAP_CANCEL,
+    .caps = UH_CAP_CANCEL | UH_CAP_REATTACH,
     .state_size = sizeof(struct wh_handle),
     .init = wh_init,
     .shutdown = wh_shutdown,
     .validate = wh_validate,
     .start = wh_start,
+    .reattach = wh_reattach,
     .stop = wh_stop,
     .release = wh_release,
     .settle = NULL,

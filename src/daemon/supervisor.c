@@ -1138,7 +1138,7 @@ int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_c
 }
 
 /* A run a previous daemon left running on a backend whose work outlives
- * the daemon (a container): take it over again — its secrets re-read for
+ * the daemon (a container, a remote job): take it over again — its secrets re-read for
  * the masker, the rest of its timeout re-armed, output appended after what
  * is stored. False when it cannot be (the caller settles it as lost). */
 static bool reattach(struct uh_supervisor *s, struct uh_run *run)
@@ -1173,11 +1173,15 @@ static bool reattach(struct uh_supervisor *s, struct uh_run *run)
 	struct uh_run_spec spec = {
 	    .run_id = run->id,
 	    .job_id = run->job_id,
+	    .job_name = json_string_value(json_object_get(run->spec, "job_name")),
 	    .project_id = run->project_id,
+	    .project_name = json_string_value(json_object_get(run->spec, "project_name")),
 	    .backend = run->backend,
 	    .config = run->effective_config,
 	    .command = json_is_array(cmd) ? cmd : NULL,
 	    .env = json_is_object(env) ? env : NULL,
+	    .config_secrets = a->secrets ? a->secrets->cfg : NULL, /* a webhook's credentials */
+	    .n_config_secrets = a->secrets ? a->secrets->n_cfg : 0,
 	    .timeout_s = timeout_s,
 	};
 	add_active(s, a);

@@ -77,6 +77,15 @@ class Fake:
             def log_message(self, *a):
                 pass
 
+            def setup(self):
+                # The TLS handshake in this connection's own thread, as a
+                # real server does them concurrently (not in accept()).
+                try:
+                    self.request.do_handshake()
+                except (ssl.SSLError, OSError):
+                    pass
+                super().setup()
+
             def handle_any(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
@@ -114,7 +123,7 @@ class Fake:
         self.httpd.daemon_threads = True
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(pki["cert"], pki["key"])
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.port = self.httpd.server_address[1]
         self.base = f"https://127.0.0.1:{self.port}"
         self.t = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -639,5 +648,135 @@ def test_many_runs_at_once(wh_server, fake, pki):
     runs = [s.trigger(job["id"]) for _ in range(30)]
     for r in runs:
         done = s.wait_run(r["id"], timeout=60)
-        assert done["status"] == "succeeded", done
+        assert done["status"] == "succeeded", (done.get("reason"), done.get("message"), s.logs(r["id"]))
         assert done["external_id"] == r["id"]
+
+
+# ---------------------------------------------------------------------------
+# Re-attach after a daemon restart (SIGKILL): the remote job goes on, and so
+# does uhub's following of it.
+
+def wh_restartable(make_server):
+    return make_server(lambda c: c.update({"webhook": {"allow_private_networks": True, "allowed_hosts": ["*"]}}))
+
+
+@needs_secrets
+def test_a_restart_re_attaches_a_gitlab_pipeline_and_cancels_it_remotely(make_server, fake, pki):
+    s = wh_restartable(make_server)
+    pid = project(s)["id"]
+    put_secret(s, pid, "gl_trigger", "glptt-trigger-token-1234")
+    put_secret(s, pid, "gl_api", "glpat-api-token-5678")
+    state = {"finish": {}}
+
+    def pipeline(req):
+        n = req["path"].rsplit("/", 1)[1]
+        return 200, {}, {"id": int(n), "status": state["finish"].get(n, "running")}
+    ids = iter(range(301, 400))
+    fake.route("POST", "/api/v4/projects/42/trigger/pipeline",
+               lambda req: (201, {}, {"id": next(ids), "status": "created"}))
+    for n in range(301, 304):
+        fake.route("GET", f"/api/v4/projects/42/pipelines/{n}", pipeline)
+        fake.route("POST", f"/api/v4/projects/42/pipelines/{n}/cancel", lambda req: (200, {}, {"status": "canceled"}))
+    cfg = {"preset": "gitlab", "url": fake.base, "project": 42, "ref": "main", "token_secret": "gl_trigger",
+           "headers": {"PRIVATE-TOKEN": "{{secrets.gl_api}}"}, "ca_cert": pki["ca"], "poll_interval_seconds": 1}
+    job = wh_job(s, cfg, pid=pid)
+    a, b = s.trigger(job["id"]), s.trigger(job["id"])
+    for n in ("301", "302"):
+        wait_for(lambda: fake.got("GET", f"/api/v4/projects/42/pipelines/{n}"), 20, f"a poll of pipeline {n}")
+    s.kill9()
+    before = {n: len(fake.got("GET", f"/api/v4/projects/42/pipelines/{n}")) for n in ("301", "302")}
+    s.start()
+    c = s.client()
+    for run in (a, b):
+        assert c.get(f"/runs/{run['id']}").json()["status"] == "running"
+    # Polling resumes, with the API token (a secret, re-read at the restart).
+    for n in ("301", "302"):
+        wait_for(lambda: len(fake.got("GET", f"/api/v4/projects/42/pipelines/{n}")) > before[n], 20,
+                 f"pipeline {n} polled again after the restart")
+    for g in fake.got("GET"):
+        assert g["headers"].get("PRIVATE-TOKEN") == "glpat-api-token-5678"
+    # One ends on its own, the other is canceled: the cancel reaches GitLab.
+    state["finish"]["301"] = "success"
+    done = s.wait_run(a["id"])
+    assert done["status"] == "succeeded" and done["external_id"] == "301", done
+    assert c.post(f"/runs/{b['id']}/cancel", {}).status_code == 202
+    done = s.wait_run(b["id"])
+    assert done["status"] == "canceled", done
+    [cancel] = fake.got("POST", "/api/v4/projects/42/pipelines/302/cancel")
+    assert cancel["headers"].get("PRIVATE-TOKEN") == "glpat-api-token-5678"
+    for run in (a, b):
+        log = s.logs(run["id"])
+        assert "re-attached after a daemon restart" in log, log
+        assert "glptt-trigger-token-1234" not in log and "glpat-api-token-5678" not in log
+    assert len(fake.got("POST", "/api/v4/projects/42/trigger/pipeline")) == 2, "a pipeline was triggered again"
+
+
+def test_a_callback_run_takes_its_callback_after_a_restart(make_server, fake, pki):
+    s = wh_restartable(make_server)
+    fake.route("POST", "/cb", lambda req: (200, {}, {"id": "job-7"}))
+    cfg = {"url": fake.base + "/cb", "mode": "callback", "ca_cert": pki["ca"], "external_id_path": "/id",
+           "body": {"token": "{{callback.token}}"}}
+    run = s.trigger(wh_job(s, cfg)["id"])
+    wait_status(s, run["id"], {"running"})
+    wait_for(lambda: s.client().get(f"/runs/{run['id']}").json().get("external_id") == "job-7", 20,
+             "the external id to be stored")
+    token = json.loads(fake.got("POST", "/cb")[0]["body"])["token"]
+    s.kill9()
+    s.start()
+    body = json.dumps({"status": "succeeded", "exit_code": 0, "log": "deployed\n"}).encode()
+    r = wait_for(lambda: (lambda x: x if x.status_code == 200 else None)(
+        post_callback(s, run["id"], body, sign(token, body))), 20, "the callback to be taken after the restart")
+    assert r.status_code == 200
+    done = s.wait_run(run["id"])
+    assert done["status"] == "succeeded" and done["exit_code"] == 0, done
+    assert "deployed" in s.logs(run["id"])
+    assert len(fake.got("POST", "/cb")) == 1, "the remote job was triggered again"
+
+
+@needs_secrets
+def test_a_jenkins_build_queued_before_a_restart_is_followed_to_its_result(make_server, fake, pki):
+    s = wh_restartable(make_server)
+    pid = project(s)["id"]
+    put_secret(s, pid, "jk", "jenkins-api-token-abcdef")
+    state = {"started": False}
+
+    def queue(req):
+        if not state["started"]:
+            return 200, {}, {"id": 23, "cancelled": False, "executable": None, "why": "waiting"}
+        return 200, {}, {"id": 23, "executable": {"number": 4, "url": fake.base + "/job/deploy/4/"}}
+    fake.route("POST", "/job/deploy/build", lambda req: (201, {"Location": fake.base + "/queue/item/23/"}, b""))
+    fake.route("GET", "/queue/item/23/api/json", queue)
+    fake.route("GET", "/job/deploy/4/api/json", lambda req: (200, {}, {"building": False, "result": "SUCCESS"}))
+    cfg = {"preset": "jenkins", "url": fake.base, "job": "deploy", "user": "robot", "token_secret": "jk",
+           "ca_cert": pki["ca"], "poll_interval_seconds": 1}
+    run = s.trigger(wh_job(s, cfg, pid=pid)["id"])
+    wait_for(lambda: fake.got("GET", "/queue/item/23/api/json"), 20, "a poll of the queue item")
+    s.kill9()
+    s.start()
+    state["started"] = True
+    done = s.wait_run(run["id"])
+    assert done["status"] == "succeeded", (done, s.logs(run["id"]))
+    assert done["external_id"] == fake.base + "/job/deploy/4/", done
+    assert len(fake.got("POST", "/job/deploy/build")) == 1
+
+
+@needs_secrets
+def test_an_azure_run_caught_by_a_restart_ends_lost(make_server, fake, fake2, pki):
+    """What cannot be followed again ends `lost` (daemon_restart), as before:
+    an Azure Durable Functions instance, whose status URL carries the
+    function's key and is not stored."""
+    s = wh_restartable(make_server)
+    pid = project(s)["id"]
+    put_secret(s, pid, "fnkey", "azure-function-key-xyz123")
+    fake.route("POST", "/api/orchestrators/Deploy", lambda req: (202, {}, {
+        "id": "inst9", "statusQueryGetUri": fake2.base + "/runtime/webhooks/durabletask/instances/inst9?code=sys"}))
+    fake2.route("GET", "/runtime/webhooks/durabletask/instances/inst9",
+                lambda req: (202, {}, {"runtimeStatus": "Running"}))
+    cfg = {"preset": "azure_function", "url": fake.base + "/api/orchestrators/Deploy", "token_secret": "fnkey",
+           "ca_cert": pki["ca"], "poll_interval_seconds": 1}
+    run = s.trigger(wh_job(s, cfg, pid=pid)["id"])
+    wait_for(lambda: fake2.got("GET"), 20, "a status poll")
+    s.kill9()
+    s.start()
+    done = s.wait_run(run["id"])
+    assert done["status"] == "lost" and done["reason"] == "daemon_restart", done
