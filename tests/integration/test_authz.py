@@ -388,3 +388,99 @@ def test_projets_member_cannot_loosen_prod_but_admin_can(server):
     events = admin.ok("GET", f"/audit?target={p['id']}&limit=100")["items"]
     assert any(ev["actor"] == me(server)["id"] and "dev" in str(ev["details"]) for ev in events), \
         f"the admin's loosening change is not audited: {events}"
+
+
+# ---- the whole matrix, generated from the route table ----------------------
+
+# What each declared policy lets a caller do: "ok", or the status refused with.
+# A policy this table does not know fails the test (default deny).
+POLICY_RANK = {"project_read": 1, "project_operate": 2, "project_manage": 3}
+
+
+def policy_verdict(policy, role, member, owner=False):
+    if policy == "public":
+        return "ok"
+    if role is None:
+        return 401
+    if policy in ("user", "user_scoped"):
+        return "ok"
+    if policy == "admin":
+        return "ok" if role == "admin" else 403
+    if policy == "admin_or_owner":
+        return "ok" if role == "admin" or owner else 404
+    if policy in POLICY_RANK:
+        if role == "admin":
+            return "ok"
+        if not member:
+            return 404
+        return "ok" if RANK[role] >= POLICY_RANK[policy] else 403
+    raise AssertionError(f"policy {policy!r} has no expectation here: add one (default deny)")
+
+
+def test_every_route_for_every_caller_follows_its_declared_policy(server, world):
+    """Every operation of the served OpenAPI document (generated from the
+    route table, with each route's policy) against every caller: no token,
+    admin, and each role as a member and as an outsider of the project the
+    objects belong to. A refused caller gets the policy's 401, 403 or 404
+    (BOLA: an outsider learns nothing, not even that the object exists). An
+    allowed one gets past authorization: 200 for a read, and for a write a 400
+    for the malformed body it was sent (authorization is checked before the
+    body is parsed, so nothing is changed by this test). Deletions are sent to
+    refused callers only."""
+    import requests as rq
+    admin = server.client()
+    doc = admin.ok("GET", "/openapi.json")
+    p, job, run = world["project"], world["job"], world["run"]
+    owner_uid, owner_tok = world["users"][("viewer", True)]
+    extra_tok = admin.ok("POST", f"/users/{owner_uid}/tokens", {})
+    ids = {"projects": p["id"], "jobs": job["id"], "runs": run["id"], "users": owner_uid,
+           "tokens": extra_tok["id"], "exceptions": "x_authzmatrix0000000"}
+
+    def concrete(path):
+        segs = path.split("/")
+        for i, seg in enumerate(segs):
+            if seg == "{id}":
+                assert segs[i - 1] in ids, f"no object to put in {path}"
+                segs[i] = ids[segs[i - 1]]
+            elif seg == "{name}":
+                segs[i] = world["secret"]
+            elif seg == "{user_id}":
+                segs[i] = owner_uid
+        out = "/".join(segs)
+        assert "{" not in out, f"no object to put in {path}"
+        return out
+
+    callers = [(None, None, None)] + [(role, member, world["users"][(role, member)][1]) for role, member in WHO]
+    checked = refused = 0
+    for path, ops in doc["paths"].items():
+        url = server.url + concrete(path)
+        for method, op in ops.items():
+            policy = op.get("x-uhub-policy")
+            assert policy, f"{method.upper()} {path} declares no policy"
+            if policy == "public":
+                continue
+            for role, member, tok in callers:
+                owner = role == "viewer" and member is True and path == "/api/v1/tokens/{id}"
+                want = policy_verdict(policy, role, member, owner)
+                if want == "ok" and method == "delete":
+                    continue
+                what = f"{method.upper()} {path} as {role or 'no token'}{'' if member is None else (' member' if member else ' outsider')}"
+                headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+                body = None
+                if method in ("post", "put", "patch"):
+                    headers["Content-Type"] = "application/json"
+                    body = b"{"
+                r = rq.request(method.upper(), url, data=body, headers=headers, timeout=30)
+                checked += 1
+                if want == "ok":
+                    expect_status = 400 if body is not None else 200
+                    assert r.status_code == expect_status, f"{what}: allowed, so {expect_status} expected, got {r.status_code} {r.text[:300]}"
+                else:
+                    refused += 1
+                    code = {401: "unauthorized", 403: "forbidden", 404: "not_found"}[want]
+                    error_of(r, want, code, what=what)
+    assert checked > 250 and refused > 100, (checked, refused)
+    # Nothing was changed: the project, its job and run are as they were.
+    assert admin.ok("GET", f"/projects/{p['id']}")["name"] == p["name"]
+    assert admin.ok("GET", f"/jobs/{job['id']}")["name"] == job["name"]
+    assert admin.ok("GET", f"/runs/{run['id']}")["status"] == "succeeded"
