@@ -41,7 +41,9 @@ static void col_id(sqlite3_stmt *st, int i, char out[UH_ID_MAX])
 	snprintf(out, UH_ID_MAX, "%s", sq_col_text(st, i));
 }
 
-static struct uh_run *run_row(sqlite3_stmt *st)
+/* A run's row without its JSON columns (parameters, comments,
+ * effective_config, spec), left NULL. */
+static struct uh_run *run_row_bare(sqlite3_stmt *st)
 {
 	struct uh_run *r = uh_run_new();
 	if (!r)
@@ -53,12 +55,10 @@ static struct uh_run *run_row(sqlite3_stmt *st)
 	r->reason = col_strdup(st, 5);
 	r->message = col_strdup(st, 6);
 	r->backend = col_strdup(st, 7);
-	r->parameters = sq_col_json(st, 8);
 	col_id(st, 9, r->requested_by);
 	col_id(st, 10, r->approved_by);
 	col_id(st, 11, r->rejected_by);
 	col_id(st, 12, r->canceled_by);
-	r->comments = sq_col_json(st, 13);
 	r->created_at = sqlite3_column_int64(st, 14);
 	r->started_at = sqlite3_column_int64(st, 15);
 	r->finished_at = sqlite3_column_int64(st, 16);
@@ -67,11 +67,21 @@ static struct uh_run *run_row(sqlite3_stmt *st)
 	r->external_id = col_strdup(st, 18);
 	r->log_truncated = sqlite3_column_int(st, 19) != 0;
 	col_id(st, 20, r->retry_of);
-	r->effective_config = sq_col_json(st, 21);
-	r->spec = sq_col_json(st, 22);
 	r->cancel_requested = sqlite3_column_int(st, 23) != 0;
 	if (sqlite3_column_count(st) > 24)
 		r->queue_position = sqlite3_column_int64(st, 24);
+	return r;
+}
+
+static struct uh_run *run_row(sqlite3_stmt *st)
+{
+	struct uh_run *r = run_row_bare(st);
+	if (!r)
+		return NULL;
+	r->parameters = sq_col_json(st, 8);
+	r->comments = sq_col_json(st, 13);
+	r->effective_config = sq_col_json(st, 21);
+	r->spec = sq_col_json(st, 22);
 	return r;
 }
 
@@ -269,12 +279,49 @@ int uh_store_run_create(struct uh_store *s, const struct uh_run *r, const char *
 	return 0;
 }
 
+/* The hot read of the API (every request on a run): the row's JSON texts are
+ * copied under the mutex and parsed after it, so two workers reading runs
+ * hold the store for the copy only. */
 int uh_store_run_get(struct uh_store *s, const char *id, struct uh_run **out, struct uh_error *err)
 {
+	enum { PARAMS, COMMENTS, EFFECTIVE, SPEC, NTEXT };
+	static const int col[NTEXT] = {8, 13, 21, 22};
+	char *text[NTEXT] = {0};
 	*out = NULL;
 	sq_lock(s);
-	int rc = run_fetch(s, id, out, err);
+	int rc = 0;
+	{
+		sq_autoreset sqlite3_stmt *st = sq_prep(s, "SELECT " RUN_COLS_QP " FROM runs WHERE id = ?", err);
+		if (!st) {
+			rc = UH_E_INTERNAL;
+		} else {
+			sq_bind_text(st, 1, id);
+			int step = sqlite3_step(st);
+			if (step == SQLITE_DONE)
+				rc = uh_error_set(err, UH_E_NOT_FOUND, NULL, "run '%s' not found", id);
+			else if (step != SQLITE_ROW)
+				rc = sq_fail(s, err, "read a run");
+			else if (!(*out = run_row_bare(st)))
+				rc = uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+			for (int i = 0; !rc && i < NTEXT; i++) {
+				const unsigned char *t = sqlite3_column_text(st, col[i]);
+				if (t && !(text[i] = strdup((const char *)t)))
+					rc = uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+			}
+		}
+	}
 	sq_unlock(s);
+	if (!rc) {
+		json_t **dst[NTEXT] = {&(*out)->parameters, &(*out)->comments, &(*out)->effective_config,
+		                       &(*out)->spec};
+		for (int i = 0; i < NTEXT; i++)
+			*dst[i] = text[i] ? json_loads(text[i], JSON_DECODE_ANY, NULL) : NULL;
+	} else {
+		uh_run_free(*out);
+		*out = NULL;
+	}
+	for (int i = 0; i < NTEXT; i++)
+		free(text[i]);
 	return rc;
 }
 
