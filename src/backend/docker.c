@@ -580,7 +580,7 @@ static void on_vol(struct dk_req *q)
 		}
 		json_t *j = ok && st == 201 ? dk_req_json(q) : NULL;
 		const char *id = json_string_value(json_object_get(j, "Id"));
-		ok = id && strlen(id) < sizeof(r->helper) && strspn(id, "0123456789abcdef") == strlen(id);
+		ok = id && *id && strlen(id) < sizeof(r->helper) && strspn(id, "0123456789abcdef") == strlen(id);
 		if (ok)
 			snprintf(r->helper, sizeof(r->helper), "%s", id);
 		json_decref(j);
@@ -669,7 +669,7 @@ static void on_created(struct dk_req *q)
 	}
 	json_t *j = q->cc == CURLE_OK && q->status == 201 ? dk_req_json(q) : NULL;
 	const char *id = json_string_value(json_object_get(j, "Id"));
-	if (!id || strlen(id) >= sizeof(r->id) || strspn(id, "0123456789abcdef") != strlen(id)) {
+	if (!id || !*id || strlen(id) >= sizeof(r->id) || strspn(id, "0123456789abcdef") != strlen(id)) {
 		json_decref(j);
 		fail_req(r, q, "container create");
 		dk_req_free(q);
@@ -1688,7 +1688,8 @@ static void on_sweep_list(struct dk_req *q)
 	{
 		const char *id = json_string_value(json_object_get(c, "Id"));
 		const char *run = json_string_value(json_object_get(json_object_get(c, "Labels"), "uhub.run_id"));
-		if (!id || strspn(id, "0123456789abcdef") != strlen(id) || strlen(id) > 64 || (run && in_flight(run)))
+		if (!id || !*id || strspn(id, "0123456789abcdef") != strlen(id) || strlen(id) > 64 ||
+		    (run && in_flight(run)))
 			continue;
 		if (G.sweep_dels == sizeof(G.sweep_del) / sizeof(G.sweep_del[0])) {
 			G.sweep_needed = true; /* the next sweep does the rest */
@@ -1906,7 +1907,7 @@ static int docker_settle(const struct uh_config *cfg, const char *run_id, const 
 	json_array_foreach(list, i, c)
 	{
 		const char *id = json_string_value(json_object_get(c, "Id"));
-		if (!id || strspn(id, "0123456789abcdef") != strlen(id) || strlen(id) > 64)
+		if (!id || !*id || strspn(id, "0123456789abcdef") != strlen(id) || strlen(id) > 64)
 			continue;
 		snprintf(path, sizeof(path), "/containers/%s?force=1&v=1", id);
 		st = dk_sync_request(cfg, "", "DELETE", path, REQ_TIMEOUT_MS, NULL);
