@@ -293,6 +293,25 @@ static void resume_push(struct uh_api *api, struct uh_api_stream *ls)
 	pthread_mutex_unlock(&api->q_mu);
 }
 
+/* Resume what the wake-ups queued, on the caller's thread, holding none of
+ * our locks: the supervisor calls this (uh_notify_flush) right after its
+ * wake-ups, so a follower does not wait for the resumer thread to be
+ * scheduled. The resumer still takes whatever is queued from elsewhere. */
+static void resume_now(void *arg)
+{
+	struct uh_api *api = arg;
+	pthread_mutex_lock(&api->q_mu);
+	struct uh_api_stream *q = api->resumer_exit ? NULL : api->resume_head;
+	if (q)
+		api->resume_head = NULL;
+	pthread_mutex_unlock(&api->q_mu);
+	while (q) {
+		struct uh_api_stream *n = q->next_resume; /* q may be freed once resumed */
+		MHD_resume_connection(q->conn);
+		q = n;
+	}
+}
+
 /* The notifier's wake-up: notifier thread, notifier lock held. */
 static void on_wake(void *arg)
 {
@@ -519,6 +538,7 @@ int uh_api_logs_start(struct uh_api *api, struct uh_error *err)
 	if (pthread_create(&api->resumer, NULL, resumer, api) != 0)
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "cannot start the log followers' thread");
 	api->resumer_started = true;
+	uh_notify_set_flush(resume_now, api);
 	return 0;
 }
 
@@ -526,6 +546,7 @@ void uh_api_logs_stop(struct uh_api *api)
 {
 	if (!api->sync_ready)
 		return;
+	uh_notify_set_flush(NULL, NULL);
 	/* `stopping` is set: every follower wakes, sees it and ends; the
 	 * suspended ones are queued for the resumer, which drains and exits. */
 	pthread_mutex_lock(&api->reg_mu);

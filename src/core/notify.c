@@ -3,6 +3,7 @@
 #include "core/notify.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@ struct uh_watch {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct uh_watch *buckets[NBUCKETS];
+static _Atomic(uh_notify_fn) flush_fn;
+static void *_Atomic flush_arg;
 
 static unsigned bucket(const char *s)
 {
@@ -77,4 +80,18 @@ void uh_notify_all(void)
 		for (struct uh_watch *w = buckets[b]; w; w = w->next)
 			w->fn(w->arg);
 	pthread_mutex_unlock(&lock);
+}
+
+void uh_notify_set_flush(uh_notify_fn fn, void *arg)
+{
+	atomic_store(&flush_fn, NULL);
+	atomic_store(&flush_arg, arg);
+	atomic_store(&flush_fn, fn);
+}
+
+void uh_notify_flush(void)
+{
+	uh_notify_fn fn = atomic_load(&flush_fn);
+	if (fn)
+		fn(atomic_load(&flush_arg));
 }

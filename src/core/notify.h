@@ -15,5 +15,12 @@ void uh_notify_unwatch(struct uh_watch *w);
 void uh_notify_run(const char *run_id);
 /* Wake every watcher (shutdown, heartbeat ticks). */
 void uh_notify_all(void);
+/* What a watcher's wake-up queued but could not do under the notifier's
+ * lock (the API resuming a suspended follower), done by uh_notify_flush()
+ * on the caller's thread with no lock held: the supervisor calls it after
+ * its wake-ups, which spares the follower a hop through another thread.
+ * Set at start-up and cleared before the watcher's side stops. */
+void uh_notify_set_flush(uh_notify_fn fn, void *arg);
+void uh_notify_flush(void);
 
 #endif

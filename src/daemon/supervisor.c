@@ -327,6 +327,7 @@ static void flush(struct uh_supervisor *s)
 	s->n_chunks = 0;
 	s->n_drops = 0;
 	s->batch_bytes = 0;
+	uh_notify_flush();
 }
 
 /* Returns true when the bytes joined the last range (so they may join its
@@ -533,6 +534,7 @@ static int run_transition(struct uh_supervisor *s, struct uh_run *run, const str
 		run->status = u->to;
 	json_decref(details);
 	uh_notify_run(run->id);
+	uh_notify_flush();
 	if (run->status == u->to && (u->to == UH_RUN_ERROR || u->to == UH_RUN_LOST))
 		schedule_retry(s, run);
 	return rc;
@@ -805,6 +807,7 @@ static void start_run(struct uh_supervisor *s, struct active *a, const struct uh
 	if (!added)
 		add_active(s, a);
 	uh_notify_run(run->id);
+	uh_notify_flush();
 
 	json_t *cmd = json_object_get(run->spec, "command");
 	json_t *env = json_object_get(run->spec, "env");
