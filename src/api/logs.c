@@ -297,6 +297,15 @@ static void resume_push(struct uh_api *api, struct uh_api_stream *ls)
  * our locks: the supervisor calls this (uh_notify_flush) right after its
  * wake-ups, so a follower does not wait for the resumer thread to be
  * scheduled. The resumer still takes whatever is queued from elsewhere. */
+static void resume_list(struct uh_api_stream *q)
+{
+	while (q) {
+		struct uh_api_stream *n = q->next_resume; /* q may be freed once resumed */
+		MHD_resume_connection(q->conn);
+		q = n;
+	}
+}
+
 static void resume_now(void *arg)
 {
 	struct uh_api *api = arg;
@@ -305,11 +314,7 @@ static void resume_now(void *arg)
 	if (q)
 		api->resume_head = NULL;
 	pthread_mutex_unlock(&api->q_mu);
-	while (q) {
-		struct uh_api_stream *n = q->next_resume; /* q may be freed once resumed */
-		MHD_resume_connection(q->conn);
-		q = n;
-	}
+	resume_list(q);
 }
 
 /* The notifier's wake-up: notifier thread, notifier lock held. */
@@ -508,11 +513,7 @@ static void *resumer(void *arg)
 		api->resume_head = NULL;
 		bool exiting = api->resumer_exit;
 		pthread_mutex_unlock(&api->q_mu);
-		while (q) {
-			struct uh_api_stream *n = q->next_resume; /* q may be freed once resumed */
-			MHD_resume_connection(q->conn);
-			q = n;
-		}
+		resume_list(q);
 		if (!exiting && uh_mono_us() >= next_tick) {
 			tick(api);
 			next_tick = uh_mono_us() + TICK_US;

@@ -66,6 +66,26 @@ void uh_backend_shutdown_all(void)
 			registry[i]->shutdown();
 }
 
+bool uh_backend_common_key(const char *key)
+{
+	return strcmp(key, "timeout_seconds") == 0 || strcmp(key, "cpu_limit") == 0 || strcmp(key, "mem_limit") == 0;
+}
+
+int uh_backend_limits(const json_t *config, int64_t *cpu_milli, int64_t *mem_bytes, struct uh_error *err)
+{
+	const char *P = "execution_backend_config";
+	*cpu_milli = *mem_bytes = 0;
+	json_t *c = json_object_get(config, "cpu_limit");
+	if (c && (!json_is_string(c) || uh_parse_cpu(json_string_value(c), cpu_milli) || *cpu_milli <= 0))
+		return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.cpu_limit",
+		                    "'%s.cpu_limit' must be a CPU quantity such as \"500m\" or \"2\"", P);
+	json_t *m = json_object_get(config, "mem_limit");
+	if (m && (!json_is_string(m) || uh_parse_mem(json_string_value(m), mem_bytes) || *mem_bytes <= 0))
+		return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.mem_limit",
+		                    "'%s.mem_limit' must be a memory quantity such as \"512Mi\" or \"1Gi\"", P);
+	return 0;
+}
+
 static int check_common(const struct uh_config *cfg, json_t *config, struct uh_error *err)
 {
 	const char *P = "execution_backend_config";
@@ -83,29 +103,20 @@ static int check_common(const struct uh_config *cfg, json_t *config, struct uh_e
 	} else {
 		json_object_set_new(config, "timeout_seconds", json_integer(cfg->guardrails.default_timeout_s));
 	}
-	json_t *c = json_object_get(config, "cpu_limit");
-	if (c) {
-		int64_t milli;
-		if (!json_is_string(c) || uh_parse_cpu(json_string_value(c), &milli) || milli <= 0)
-			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.cpu_limit",
-			                    "'%s.cpu_limit' must be a CPU quantity such as \"500m\" or \"2\"", P);
-		if (milli > cfg->guardrails.max_cpu_milli)
-			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.cpu_limit",
-			                    "'%s.cpu_limit' is %s, above the server cap guardrails.max_cpu_limit=%lldm",
-			                    P, json_string_value(c), (long long)cfg->guardrails.max_cpu_milli);
-	}
-	json_t *m = json_object_get(config, "mem_limit");
-	if (m) {
-		int64_t bytes;
-		if (!json_is_string(m) || uh_parse_mem(json_string_value(m), &bytes) || bytes <= 0)
-			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.mem_limit",
-			                    "'%s.mem_limit' must be a memory quantity such as \"512Mi\" or \"1Gi\"", P);
-		if (bytes > cfg->guardrails.max_mem_bytes)
-			return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.mem_limit",
-			                    "'%s.mem_limit' is %s, above the server cap guardrails.max_mem_limit "
-			                    "(%lld bytes)",
-			                    P, json_string_value(m), (long long)cfg->guardrails.max_mem_bytes);
-	}
+	int64_t milli, bytes;
+	int r = uh_backend_limits(config, &milli, &bytes, err);
+	if (r)
+		return r;
+	if (milli > cfg->guardrails.max_cpu_milli)
+		return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.cpu_limit",
+		                    "'%s.cpu_limit' is %s, above the server cap guardrails.max_cpu_limit=%lldm", P,
+		                    json_string_value(json_object_get(config, "cpu_limit")),
+		                    (long long)cfg->guardrails.max_cpu_milli);
+	if (bytes > cfg->guardrails.max_mem_bytes)
+		return uh_error_set(err, UH_E_INVALID_CONFIG, "execution_backend_config.mem_limit",
+		                    "'%s.mem_limit' is %s, above the server cap guardrails.max_mem_limit (%lld bytes)",
+		                    P, json_string_value(json_object_get(config, "mem_limit")),
+		                    (long long)cfg->guardrails.max_mem_bytes);
 	return 0;
 }
 

@@ -173,6 +173,12 @@ void uh_backend_shutdown_all(void);
  * Fills defaults into `config` (timeout_seconds). Unknown backend name:
  * UH_E_INVALID_REQUEST naming "execution_backend"; known but not built:
  * UH_E_UNSUPPORTED_BACKEND. */
+/* The keys every backend's config shares (timeout_seconds, cpu_limit,
+ * mem_limit): a backend's own parser skips them, and takes the limits from
+ * uh_backend_limits (each 0 when not given; a malformed one is an error). */
+bool uh_backend_common_key(const char *key);
+int uh_backend_limits(const json_t *config, int64_t *cpu_milli, int64_t *mem_bytes, struct uh_error *err);
+
 int uh_backend_validate(const struct uh_config *cfg, const char *backend, json_t *config, const json_t *command,
                         const json_t *env_names, struct uh_error *err);
 

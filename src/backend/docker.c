@@ -147,27 +147,19 @@ int dk_conf_parse(const struct uh_config *cfg, const json_t *config, struct dk_c
 	c->pids_limit = cfg->docker.pids_limit;
 	if (config && !json_is_object(config))
 		return uh_error_set(err, UH_E_INVALID_CONFIG, CFG, "'%s' must be a JSON object", CFG);
+	int r = uh_backend_limits(config, &c->cpu_milli, &c->mem_bytes, err);
+	if (r)
+		return r;
+	if (c->mem_bytes && c->mem_bytes < 6 * 1024 * 1024)
+		return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".mem_limit",
+		                    "'%s.mem_limit' must be at least 6Mi (the engine's minimum)", CFG);
 	const char *key;
 	json_t *v;
 	json_object_foreach((json_t *)config, key, v)
 	{
-		if (strcmp(key, "timeout_seconds") == 0)
-			continue; /* checked and capped by backend.c */
-		if (strcmp(key, "cpu_limit") == 0) {
-			if (!json_is_string(v) || uh_parse_cpu(json_string_value(v), &c->cpu_milli) ||
-			    c->cpu_milli <= 0)
-				return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".cpu_limit",
-				                    "'%s.cpu_limit' must be a CPU quantity such as \"500m\" or \"2\"",
-				                    CFG);
-		} else if (strcmp(key, "mem_limit") == 0) {
-			if (!json_is_string(v) || uh_parse_mem(json_string_value(v), &c->mem_bytes) ||
-			    c->mem_bytes <= 0)
-				return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".mem_limit",
-				                    "'%s.mem_limit' must be a memory quantity such as \"512Mi\"", CFG);
-			if (c->mem_bytes < 6 * 1024 * 1024)
-				return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".mem_limit",
-				                    "'%s.mem_limit' must be at least 6Mi (the engine's minimum)", CFG);
-		} else if (strcmp(key, "image") == 0) {
+		if (uh_backend_common_key(key))
+			continue; /* timeout_seconds is checked and capped by backend.c */
+		if (strcmp(key, "image") == 0) {
 			const char *s = json_string_value(v);
 			if (!s || !image_name_ok(s))
 				return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".image",

@@ -321,10 +321,10 @@ bool dk_urlencode(const char *s, char *out, size_t size)
 	return true;
 }
 
-int dk_raw_check(const struct dk_host *hst)
+/* tcp://IPV4:PORT as an address; a name would need a blocking resolver on
+ * the loop. */
+static int tcp_addr(const struct dk_host *hst, struct sockaddr_in *out)
 {
-	if (hst->unix_sock)
-		return 0;
 	char host[256];
 	snprintf(host, sizeof(host), "%s", hst->hostport);
 	char *colon = strrchr(host, ':');
@@ -332,8 +332,14 @@ int dk_raw_check(const struct dk_host *hst)
 		return -EINVAL;
 	*colon = 0;
 	int port = atoi(colon + 1);
-	struct in_addr a;
-	return port > 0 && port <= 65535 && inet_pton(AF_INET, host, &a) == 1 ? 0 : -EINVAL;
+	*out = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	return port > 0 && port <= 65535 && inet_pton(AF_INET, host, &out->sin_addr) == 1 ? 0 : -EINVAL;
+}
+
+int dk_raw_check(const struct dk_host *hst)
+{
+	struct sockaddr_in a4;
+	return hst->unix_sock ? 0 : tcp_addr(hst, &a4);
 }
 
 int dk_raw_connect(const struct dk_host *hst)
@@ -352,17 +358,8 @@ int dk_raw_connect(const struct dk_host *hst)
 		}
 		return fd;
 	}
-	/* Plain TCP to a numeric address only: a name would need a blocking
-	 * resolver on the loop. */
-	char host[256];
-	snprintf(host, sizeof(host), "%s", hst->hostport);
-	char *colon = strrchr(host, ':');
-	if (!colon)
-		return -EINVAL;
-	*colon = 0;
-	int port = atoi(colon + 1);
-	struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-	if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &a4.sin_addr) != 1)
+	struct sockaddr_in a4;
+	if (tcp_addr(hst, &a4))
 		return -EINVAL;
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)

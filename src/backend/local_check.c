@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "backend/local_impl.h"
 
 #define CFG "execution_backend_config"
@@ -29,24 +30,16 @@ int local_conf_parse(const struct uh_config *cfg, const json_t *config, struct l
 		return 0;
 	if (!json_is_object(config))
 		return uh_error_set(err, UH_E_INVALID_CONFIG, CFG, "'%s' must be a JSON object", CFG);
+	int r = uh_backend_limits(config, &c->cpu_milli, &c->mem_bytes, err);
+	if (r)
+		return r;
 	const char *key;
 	json_t *v;
 	json_object_foreach((json_t *)config, key, v)
 	{
-		if (strcmp(key, "timeout_seconds") == 0)
-			continue; /* checked and capped by backend.c; the supervisor enforces it */
-		if (strcmp(key, "cpu_limit") == 0) {
-			if (!json_is_string(v) || uh_parse_cpu(json_string_value(v), &c->cpu_milli) ||
-			    c->cpu_milli <= 0)
-				return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".cpu_limit",
-				                    "'%s.cpu_limit' must be a CPU quantity such as \"500m\" or \"2\"",
-				                    CFG);
-		} else if (strcmp(key, "mem_limit") == 0) {
-			if (!json_is_string(v) || uh_parse_mem(json_string_value(v), &c->mem_bytes) ||
-			    c->mem_bytes <= 0)
-				return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".mem_limit",
-				                    "'%s.mem_limit' must be a memory quantity such as \"512Mi\"", CFG);
-		} else if (strcmp(key, "network") == 0) {
+		if (uh_backend_common_key(key))
+			continue; /* timeout_seconds is checked and capped by backend.c */
+		if (strcmp(key, "network") == 0) {
 			const char *s = json_string_value(v);
 			if (!s || (strcmp(s, "host") != 0 && strcmp(s, "none") != 0))
 				return uh_error_set(err, UH_E_INVALID_CONFIG, CFG ".network",

@@ -308,7 +308,9 @@ static void req_abandon(struct wh_req *r);
 
 static void finish(struct wh_handle *h, enum uh_result_kind kind, const char *reason, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-static void finish(struct wh_handle *h, enum uh_result_kind kind, const char *reason, const char *fmt, ...)
+/* The run's end: nothing more is sent or awaited, the result is logged
+ * and reported. */
+static void finish_with(struct wh_handle *h, const struct uh_run_result *res)
 {
 	if (h->finished)
 		return;
@@ -319,13 +321,18 @@ static void finish(struct wh_handle *h, enum uh_result_kind kind, const char *re
 		req_abandon(h->req);
 		h->req = NULL;
 	}
+	say(h, "uhub: %s", res->message);
+	h->base.host->finished(&h->base, res); /* may release h: touch nothing after */
+}
+
+static void finish(struct wh_handle *h, enum uh_result_kind kind, const char *reason, const char *fmt, ...)
+{
 	struct uh_run_result res = {.kind = kind, .reason = reason};
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(res.message, sizeof(res.message), fmt, ap);
 	va_end(ap);
-	say(h, "uhub: %s", res.message);
-	h->base.host->finished(&h->base, &res); /* may release h: touch nothing after */
+	finish_with(h, &res);
 }
 
 /* ---- requests ---- */
@@ -730,6 +737,24 @@ static char *with_suffix(const char *base, const char *suffix)
 	return s;
 }
 
+/* Follow a Jenkins queue item (queued) or build from its URL, which is the
+ * run's external id. False when out of memory. */
+static bool jenkins_follow(struct wh_handle *h, const char *url, bool queued)
+{
+	const char *q = queued ? strstr(url, "/queue/item/") : NULL;
+	if (q) {
+		char id[32] = "";
+		sscanf(q + 12, "%31[0-9]", id);
+		set_str(&h->jenkins_queue_id, id);
+	}
+	free(h->status_url);
+	free(h->cancel_url);
+	h->status_url = with_suffix(url, "api/json");
+	h->cancel_url = queued ? NULL : with_suffix(url, "stop");
+	h->phase = queued ? PH_QUEUE : PH_BUILD;
+	return h->status_url && (queued || h->cancel_url);
+}
+
 static void on_trigger(struct wh_handle *h, struct wh_req *r)
 {
 	char ubuf[512];
@@ -762,18 +787,9 @@ static void on_trigger(struct wh_handle *h, struct wh_req *r)
 			finish(h, UH_RESULT_ERROR, "backend_error", "Jenkins gave no queue item 'Location'");
 			return;
 		}
-		const char *p = strstr(q, "/queue/item/");
-		if (p) {
-			char id[32] = "";
-			sscanf(p + 12, "%31[0-9]", id);
-			set_str(&h->jenkins_queue_id, id);
-		}
 		set_external_id(h, q);
-		char *s = with_suffix(q, "api/json");
-		free(h->status_url);
-		h->status_url = s;
+		jenkins_follow(h, q, true);
 		free(q);
-		h->phase = PH_QUEUE;
 	} else if (h->conf.flow == UH_WH_FLOW_AZURE) {
 		const char *sq = json_string_value(json_object_get(doc, "statusQueryGetUri"));
 		const char *tp = json_string_value(json_object_get(doc, "terminatePostUri"));
@@ -853,11 +869,7 @@ static void poll_verdict(struct wh_handle *h, struct wh_req *r, json_t *doc)
 		if (bu) {
 			say(h, "uhub: Jenkins build started");
 			set_external_id(h, bu);
-			free(h->status_url);
-			h->status_url = with_suffix(bu, "api/json");
-			free(h->cancel_url);
-			h->cancel_url = with_suffix(bu, "stop");
-			h->phase = PH_BUILD;
+			jenkins_follow(h, bu, false);
 			h->errors = 0;
 			schedule_poll(h, false);
 			return;
@@ -1483,18 +1495,7 @@ static int wh_reattach(struct uh_run_handle *base, const struct uh_run_spec *spe
 	vars_set(h->vars, "external_id", external_id);
 	if (h->conf.flow == UH_WH_FLOW_JENKINS) {
 		/* A queue item's URL until the build starts, then the build's. */
-		const char *q = strstr(external_id, "/queue/item/");
-		if (q) {
-			char id[32] = "";
-			sscanf(q + 12, "%31[0-9]", id);
-			set_str(&h->jenkins_queue_id, id);
-			h->phase = PH_QUEUE;
-		} else {
-			h->cancel_url = with_suffix(external_id, "stop");
-			h->phase = PH_BUILD;
-		}
-		h->status_url = with_suffix(external_id, "api/json");
-		if (!h->status_url || (!q && !h->cancel_url)) {
+		if (!jenkins_follow(h, external_id, strstr(external_id, "/queue/item/") != NULL)) {
 			rc = uh_error_set(err, UH_E_INTERNAL, "backend_error", "out of memory");
 			goto fail;
 		}
@@ -1616,17 +1617,9 @@ static int wh_callback(struct uh_run_handle *base, const json_t *body)
 	int64_t code = json_is_integer(ec) ? json_integer_value(ec) : -1;
 	if (code >= 0 && (code == 0) == ok) {
 		/* A consistent exit code is the run's exit_code. */
-		say(h, "uhub: %s", m);
-		h->finished = true;
-		h->phase = PH_DONE;
-		uv_timer_stop(&h->timer);
-		if (h->req) {
-			req_abandon(h->req);
-			h->req = NULL;
-		}
 		struct uh_run_result res = {.kind = UH_RESULT_EXITED, .exit_code = (int)code};
 		snprintf(res.message, sizeof(res.message), "%s", m);
-		h->base.host->finished(&h->base, &res);
+		finish_with(h, &res);
 		return 0;
 	}
 	finish(h, ok ? UH_RESULT_REMOTE_OK : UH_RESULT_REMOTE_FAIL, NULL, "%s", m);

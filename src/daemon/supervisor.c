@@ -686,6 +686,20 @@ static void resolve_work(uv_work_t *w);
 static void resolve_done(uv_work_t *w, int status);
 static void start_run(struct uh_supervisor *s, struct active *a, const struct uh_backend_ops *ops);
 
+/* The record of a run being started or taken over (owns `run`). */
+static struct active *active_new(struct uh_supervisor *s, struct uh_run *run)
+{
+	struct active *a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->sup = s;
+	a->run = run;
+	a->head_max = s->cfg->log_max_bytes / 2;
+	a->tail_max = s->cfg->log_max_bytes - a->head_max;
+	uh_buf_init(&a->masked, 64u << 20);
+	return a;
+}
+
 static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 {
 	struct uh_error err = {0};
@@ -709,16 +723,11 @@ static void dispatch_one(struct uh_supervisor *s, struct uh_run *run)
 		uh_run_free(run);
 		return;
 	}
-	struct active *a = calloc(1, sizeof(*a));
+	struct active *a = active_new(s, run);
 	if (!a) {
 		uh_run_free(run);
 		return;
 	}
-	a->sup = s;
-	a->run = run;
-	a->head_max = s->cfg->log_max_bytes / 2;
-	a->tail_max = s->cfg->log_max_bytes - a->head_max;
-	uh_buf_init(&a->masked, 64u << 20);
 
 	if (uh_run_needs_secrets(json_object_get(run->spec, "secrets"), run->effective_config)) {
 		/* Resolved on a worker; the run holds its slot and stays queued
@@ -779,6 +788,34 @@ static void resolve_done(uv_work_t *w, int status)
 	start_run(s, a, uh_backend_find(a->run->backend));
 }
 
+/* What a backend is given of a run (start and re-attach): the stored
+ * snapshot and, for the length of the call, the resolved secrets. */
+static struct uh_run_spec spec_of(const struct active *a)
+{
+	const struct uh_run *run = a->run;
+	json_t *cmd = json_object_get(run->spec, "command");
+	json_t *env = json_object_get(run->spec, "env");
+	struct uh_run_spec spec = {
+	    .run_id = run->id,
+	    .job_id = run->job_id,
+	    .job_name = json_string_value(json_object_get(run->spec, "job_name")),
+	    .project_id = run->project_id,
+	    .project_name = json_string_value(json_object_get(run->spec, "project_name")),
+	    .backend = run->backend,
+	    .config = run->effective_config,
+	    .command = json_is_array(cmd) ? cmd : NULL,
+	    .env = json_is_object(env) ? env : NULL,
+	    .secrets = a->secrets ? a->secrets->env : NULL,
+	    .n_secrets = a->secrets ? a->secrets->n_env : 0,
+	    .config_secrets = a->secrets ? a->secrets->cfg : NULL,
+	    .n_config_secrets = a->secrets ? a->secrets->n_cfg : 0,
+	    .timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds")),
+	};
+	if (spec.timeout_s <= 0)
+		spec.timeout_s = a->sup->cfg->guardrails.default_timeout_s;
+	return spec;
+}
+
 /* queued -> running, then the backend's start. `a` may already be active
  * (its secrets were resolved first). */
 static void start_run(struct uh_supervisor *s, struct active *a, const struct uh_backend_ops *ops)
@@ -809,26 +846,7 @@ static void start_run(struct uh_supervisor *s, struct active *a, const struct uh
 	uh_notify_run(run->id);
 	uh_notify_flush();
 
-	json_t *cmd = json_object_get(run->spec, "command");
-	json_t *env = json_object_get(run->spec, "env");
-	struct uh_run_spec spec = {
-	    .run_id = run->id,
-	    .job_id = run->job_id,
-	    .job_name = json_string_value(json_object_get(run->spec, "job_name")),
-	    .project_id = run->project_id,
-	    .project_name = json_string_value(json_object_get(run->spec, "project_name")),
-	    .backend = run->backend,
-	    .config = run->effective_config,
-	    .command = json_is_array(cmd) ? cmd : NULL,
-	    .env = json_is_object(env) ? env : NULL,
-	    .secrets = a->secrets ? a->secrets->env : NULL,
-	    .n_secrets = a->secrets ? a->secrets->n_env : 0,
-	    .config_secrets = a->secrets ? a->secrets->cfg : NULL,
-	    .n_config_secrets = a->secrets ? a->secrets->n_cfg : 0,
-	    .timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds")),
-	};
-	if (spec.timeout_s <= 0)
-		spec.timeout_s = s->cfg->guardrails.default_timeout_s;
+	struct uh_run_spec spec = spec_of(a);
 	r = uh_backend_start(ops, &s->host, a, s->loop, s->cfg, &spec, &a->h, &err);
 	/* The backend copied what it keeps: wipe the values now. The masker
 	 * keeps what it derived from them, in locked memory, until the end. */
@@ -1150,14 +1168,9 @@ static bool reattach(struct uh_supervisor *s, struct uh_run *run)
 	if (!ops || !ops->reattach || !run->external_id[0] || !(ops->caps & UH_CAP_REATTACH))
 		return false;
 	struct uh_error err = {0};
-	struct active *a = calloc(1, sizeof(*a));
+	struct active *a = active_new(s, run);
 	if (!a)
 		return false;
-	a->sup = s;
-	a->run = run;
-	a->head_max = s->cfg->log_max_bytes / 2;
-	a->tail_max = s->cfg->log_max_bytes - a->head_max;
-	uh_buf_init(&a->masked, 64u << 20);
 	int64_t end = 0;
 	if (uh_store_log_end(s->store, run->id, &end, &err))
 		goto fail;
@@ -1168,25 +1181,7 @@ static bool reattach(struct uh_supervisor *s, struct uh_run *run)
 		    uh_masker_new(a->secrets->mask, a->secrets->n_mask, &a->mask, &err))
 			goto fail; /* cannot mask its output: do not take it over */
 	}
-	json_t *cmd = json_object_get(run->spec, "command");
-	json_t *env = json_object_get(run->spec, "env");
-	int64_t timeout_s = json_integer_value(json_object_get(run->effective_config, "timeout_seconds"));
-	if (timeout_s <= 0)
-		timeout_s = s->cfg->guardrails.default_timeout_s;
-	struct uh_run_spec spec = {
-	    .run_id = run->id,
-	    .job_id = run->job_id,
-	    .job_name = json_string_value(json_object_get(run->spec, "job_name")),
-	    .project_id = run->project_id,
-	    .project_name = json_string_value(json_object_get(run->spec, "project_name")),
-	    .backend = run->backend,
-	    .config = run->effective_config,
-	    .command = json_is_array(cmd) ? cmd : NULL,
-	    .env = json_is_object(env) ? env : NULL,
-	    .config_secrets = a->secrets ? a->secrets->cfg : NULL, /* a webhook's credentials */
-	    .n_config_secrets = a->secrets ? a->secrets->n_cfg : 0,
-	    .timeout_s = timeout_s,
-	};
+	struct uh_run_spec spec = spec_of(a);
 	add_active(s, a);
 	if (uh_backend_reattach(ops, &s->host, a, s->loop, s->cfg, &spec, run->external_id, &a->h, &err)) {
 		remove_active(s, a);
@@ -1197,7 +1192,7 @@ static bool reattach(struct uh_supervisor *s, struct uh_run *run)
 	static const char note[] = "[uhub: re-attached after a daemon restart; output written while uhub was down "
 	                           "is not in this log]\n";
 	store_output(a, UH_STREAM_SYSTEM, note, sizeof(note) - 1);
-	int64_t left_ms = timeout_s * 1000 - (uh_now_us() - run->started_at) / 1000;
+	int64_t left_ms = spec.timeout_s * 1000 - (uh_now_us() - run->started_at) / 1000;
 	uv_timer_init(s->loop, &a->timeout);
 	a->timeout.data = a;
 	a->timer_live = true;

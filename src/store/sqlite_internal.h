@@ -62,7 +62,8 @@ int sq_audit_add(struct uh_store *s, const struct uh_audit_in *a, struct uh_erro
 /* Lock, BEGIN, fn, append the audit event, COMMIT, unlock. Anything fn
  * or the append fails on rolls the whole change back. fn returns
  * SQ_TX_NOTHING when it found nothing to change (rolled back, no event,
- * sq_tx answers 0). */
+ * sq_tx answers 0). The event `a` is read after fn: fn may fill in its
+ * details when they depend on the change (sqlite_secrets.c). */
 #define SQ_TX_NOTHING 1
 typedef int (*sq_tx_fn)(struct uh_store *s, void *ctx, struct uh_error *err);
 int sq_tx(struct uh_store *s, sq_tx_fn fn, void *ctx, const struct uh_audit_in *a, struct uh_error *err);

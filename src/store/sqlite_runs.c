@@ -73,15 +73,21 @@ static struct uh_run *run_row_bare(sqlite3_stmt *st)
 	return r;
 }
 
+/* The JSON columns run_row_bare leaves out, and where each goes. */
+enum { RUN_NTEXT = 4 };
+static const int run_text_col[RUN_NTEXT] = {8, 13, 21, 22};
+
+static json_t **run_text_slot(struct uh_run *r, int i)
+{
+	json_t **slot[RUN_NTEXT] = {&r->parameters, &r->comments, &r->effective_config, &r->spec};
+	return slot[i];
+}
+
 static struct uh_run *run_row(sqlite3_stmt *st)
 {
 	struct uh_run *r = run_row_bare(st);
-	if (!r)
-		return NULL;
-	r->parameters = sq_col_json(st, 8);
-	r->comments = sq_col_json(st, 13);
-	r->effective_config = sq_col_json(st, 21);
-	r->spec = sq_col_json(st, 22);
+	for (int i = 0; r && i < RUN_NTEXT; i++)
+		*run_text_slot(r, i) = sq_col_json(st, run_text_col[i]);
 	return r;
 }
 
@@ -95,7 +101,10 @@ static json_t *run_row_json(sqlite3_stmt *st)
 	return j;
 }
 
-static int run_fetch(struct uh_store *s, const char *id, struct uh_run **out, struct uh_error *err)
+/* The run `id`. With `text`, its JSON columns are not parsed but copied
+ * there, for run_parse() once the mutex is released. */
+static int run_fetch(struct uh_store *s, const char *id, struct uh_run **out, char *text[RUN_NTEXT],
+                     struct uh_error *err)
 {
 	sq_autoreset sqlite3_stmt *st = sq_prep(s, "SELECT " RUN_COLS_QP " FROM runs WHERE id = ?", err);
 	if (!st)
@@ -106,8 +115,25 @@ static int run_fetch(struct uh_store *s, const char *id, struct uh_run **out, st
 		return uh_error_set(err, UH_E_NOT_FOUND, NULL, "run '%s' not found", id);
 	if (rc != SQLITE_ROW)
 		return sq_fail(s, err, "read a run");
-	*out = run_row(st);
-	return *out ? 0 : uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	*out = text ? run_row_bare(st) : run_row(st);
+	if (!*out)
+		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	for (int i = 0; text && i < RUN_NTEXT; i++) {
+		const unsigned char *t = sqlite3_column_text(st, run_text_col[i]);
+		if (t && !(text[i] = strdup((const char *)t)))
+			return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
+	}
+	return 0;
+}
+
+/* Parse what run_fetch copied into r (NULL: just free it). */
+static void run_parse(struct uh_run *r, char *text[RUN_NTEXT])
+{
+	for (int i = 0; i < RUN_NTEXT; i++) {
+		if (r && text[i])
+			*run_text_slot(r, i) = json_loads(text[i], JSON_DECODE_ANY, NULL);
+		free(text[i]);
+	}
 }
 
 /* The status a run is in now (-1 when there is no such run). */
@@ -159,7 +185,7 @@ static int idem_check(struct uh_store *s, struct run_create_ctx *c, struct uh_er
 			                    "idempotency key '%s' was already used with a different body", c->idem_key);
 		col_id(st, 1, run_id);
 	}
-	int rc = run_fetch(s, run_id, &c->existing, err);
+	int rc = run_fetch(s, run_id, &c->existing, NULL, err);
 	return rc ? rc : SQ_TX_NOTHING;
 }
 
@@ -284,44 +310,16 @@ int uh_store_run_create(struct uh_store *s, const struct uh_run *r, const char *
  * hold the store for the copy only. */
 int uh_store_run_get(struct uh_store *s, const char *id, struct uh_run **out, struct uh_error *err)
 {
-	enum { PARAMS, COMMENTS, EFFECTIVE, SPEC, NTEXT };
-	static const int col[NTEXT] = {8, 13, 21, 22};
-	char *text[NTEXT] = {0};
+	char *text[RUN_NTEXT] = {0};
 	*out = NULL;
 	sq_lock(s);
-	int rc = 0;
-	{
-		sq_autoreset sqlite3_stmt *st = sq_prep(s, "SELECT " RUN_COLS_QP " FROM runs WHERE id = ?", err);
-		if (!st) {
-			rc = UH_E_INTERNAL;
-		} else {
-			sq_bind_text(st, 1, id);
-			int step = sqlite3_step(st);
-			if (step == SQLITE_DONE)
-				rc = uh_error_set(err, UH_E_NOT_FOUND, NULL, "run '%s' not found", id);
-			else if (step != SQLITE_ROW)
-				rc = sq_fail(s, err, "read a run");
-			else if (!(*out = run_row_bare(st)))
-				rc = uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
-			for (int i = 0; !rc && i < NTEXT; i++) {
-				const unsigned char *t = sqlite3_column_text(st, col[i]);
-				if (t && !(text[i] = strdup((const char *)t)))
-					rc = uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
-			}
-		}
-	}
+	int rc = run_fetch(s, id, out, text, err);
 	sq_unlock(s);
-	if (!rc) {
-		json_t **dst[NTEXT] = {&(*out)->parameters, &(*out)->comments, &(*out)->effective_config,
-		                       &(*out)->spec};
-		for (int i = 0; i < NTEXT; i++)
-			*dst[i] = text[i] ? json_loads(text[i], JSON_DECODE_ANY, NULL) : NULL;
-	} else {
+	if (rc) {
 		uh_run_free(*out);
 		*out = NULL;
 	}
-	for (int i = 0; i < NTEXT; i++)
-		free(text[i]);
+	run_parse(*out, text);
 	return rc;
 }
 

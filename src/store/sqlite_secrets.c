@@ -62,7 +62,23 @@ struct put_ctx {
 	int64_t now;
 	bool created;
 	json_t *grants; /* the grants after the change (shared), for the audit event */
+	const struct uh_audit_in *a;
+	struct uh_audit_in at; /* the event sq_tx appends, with details put_audited_tx builds */
 };
+
+static json_t *details_of(const struct uh_audit_in *a, const char *scope, const char *name, const json_t *grants);
+static int put_tx(struct uh_store *s, void *p, struct uh_error *err);
+
+/* sq_tx appends the event after fn: its details are built here, inside the
+ * transaction, from the grants put_tx leaves. */
+static int put_audited_tx(struct uh_store *s, void *p, struct uh_error *err)
+{
+	struct put_ctx *c = p;
+	int rc = put_tx(s, c, err);
+	if (!rc)
+		c->at.details = details_of(c->a, c->scope, c->name, c->grants);
+	return rc;
+}
 
 static int project_live(struct uh_store *s, const char *id, bool *live, struct uh_error *err)
 {
@@ -245,26 +261,13 @@ int uh_store_secret_put(struct uh_store *s, const char *scope, const char *name,
 	                    .blob_len = blob_len,
 	                    .projects = projects,
 	                    .now = uh_now_us()};
-	/* sq_tx appends the event after fn: build its details inside the
-	 * transaction, from the grants fn leaves. */
-	sq_lock(s);
-	rc = sq_begin(s, err);
-	if (!rc) {
-		rc = put_tx(s, &c, err);
-		if (!rc) {
-			uh_autojson json_t *d = details_of(a, scope, name, c.grants);
-			struct uh_audit_in at = *a;
-			at.details = d;
-			if (!at.target || !at.target[0])
-				at.target = is_shared(scope) ? SCOPE_SHARED : scope;
-			rc = sq_audit_add(s, &at, err);
-		}
-		if (rc)
-			sq_rollback(s);
-		else
-			rc = sq_commit(s, err);
-	}
-	sq_unlock(s);
+	c.a = a;
+	c.at = *a;
+	c.at.details = NULL; /* put_audited_tx's, released below */
+	if (!c.at.target || !c.at.target[0])
+		c.at.target = is_shared(scope) ? SCOPE_SHARED : scope;
+	rc = sq_tx(s, put_audited_tx, &c, &c.at, err);
+	json_decref((json_t *)c.at.details);
 	json_decref(c.grants);
 	if (!rc && created)
 		*created = c.created;
@@ -460,6 +463,8 @@ struct reseal_ctx {
 	uh_store_reseal_fn fn;
 	void *arg;
 	int64_t count;
+	const struct uh_audit_in *a;
+	struct uh_audit_in at; /* the event sq_tx appends, with the count as details */
 };
 
 static void rows_free(struct reseal_row *rows, size_t n)
@@ -555,6 +560,17 @@ static int reseal_tx(struct uh_store *s, void *p, struct uh_error *err)
 	return rc;
 }
 
+/* sq_tx appends the event after fn: the count is known only here. */
+static int reseal_audited_tx(struct uh_store *s, void *p, struct uh_error *err)
+{
+	struct reseal_ctx *c = p;
+	int rc = reseal_tx(s, c, err);
+	if (!rc)
+		c->at.details = c->a->details ? json_incref((json_t *)c->a->details)
+		                              : json_pack("{s:I}", "count", (json_int_t)c->count);
+	return rc;
+}
+
 int uh_store_secret_reseal(struct uh_store *s, uh_store_reseal_fn fn, void *arg, const struct uh_audit_in *a,
                            int64_t *count, struct uh_error *err)
 {
@@ -565,26 +581,10 @@ int uh_store_secret_reseal(struct uh_store *s, uh_store_reseal_fn fn, void *arg,
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "re-sealing the secrets needs a function");
 	if ((rc = sq_check_audit(a, err)))
 		return rc;
-	struct reseal_ctx c = {.fn = fn, .arg = arg};
-	/* The count is known only inside the transaction: append the event
-	 * there, by hand, rather than through sq_tx. */
-	sq_lock(s);
-	rc = sq_begin(s, err);
-	if (!rc) {
-		rc = reseal_tx(s, &c, err);
-		if (!rc) {
-			uh_autojson json_t *d = a->details ? json_incref((json_t *)a->details)
-			                                   : json_pack("{s:I}", "count", (json_int_t)c.count);
-			struct uh_audit_in at = *a;
-			at.details = d;
-			rc = sq_audit_add(s, &at, err);
-		}
-		if (rc)
-			sq_rollback(s);
-		else
-			rc = sq_commit(s, err);
-	}
-	sq_unlock(s);
+	struct reseal_ctx c = {.fn = fn, .arg = arg, .a = a, .at = *a};
+	c.at.details = NULL; /* reseal_audited_tx's, released below */
+	rc = sq_tx(s, reseal_audited_tx, &c, &c.at, err);
+	json_decref((json_t *)c.at.details);
 	if (!rc && count)
 		*count = c.count;
 	return rc;
