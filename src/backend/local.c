@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -51,6 +53,9 @@
 #define RUN_NOFILE        1024
 #define RUN_FSIZE         (4LL << 30)
 #define POOL_MAX          64 /* empty scratch dirs kept for later runs */
+#ifndef UH_UID_CLAIM_DIR
+#define UH_UID_CLAIM_DIR "/run/uhub/uids" /* host-wide uid claims, see uid_claim() */
+#endif
 
 /* ---- backend-wide state (supervisor thread) ---- */
 
@@ -68,6 +73,7 @@ static struct {
 	char *root_conf; /* local.work_root as configured ... */
 	char *root;      /* ... and resolved, checked */
 	/* uid allocator: sorted uids in use, and where the next search starts */
+	int claim_dir; /* UH_UID_CLAIM_DIR, or -1: uids not coordinated host-wide */
 	uint32_t *used;
 	size_t nused, capused;
 	uint32_t next_uid;
@@ -79,7 +85,7 @@ static struct {
 	uint32_t pool[POOL_MAX];
 	size_t npool, parking;
 	uint32_t pool_next;
-} G = {.init_fd = -1, .null_fd = -1, .life_r = -1, .life_w = -1};
+} G = {.init_fd = -1, .null_fd = -1, .life_r = -1, .life_w = -1, .claim_dir = -1};
 
 static char rbuf[READ_CHUNK];
 
@@ -98,10 +104,35 @@ static size_t uid_lower_bound(uint32_t uid)
 	return lo;
 }
 
-/* A uid of the range no live run holds, searching round-robin so a freed
- * uid is not handed out again at once. */
-static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out)
+/* A uid is also claimed host-wide while a run has it: an exclusive flock on
+ * UH_UID_CLAIM_DIR/<uid>, which dies with its holder. Daemons on one host
+ * whose local.uid_range overlap then never give one uid to two runs (which
+ * could read and write each other's 0700 scratch dirs, or anything else
+ * that uid owns). >= 0: the lock's fd (INT_MAX: no claim dir, nothing to
+ * hold); -EBUSY: another uhub holds it. */
+static int uid_claim(uint32_t uid)
 {
+	if (G.claim_dir < 0)
+		return INT_MAX;
+	char name[16];
+	snprintf(name, sizeof(name), "%u", (unsigned)uid);
+	int fd = openat(G.claim_dir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+/* A uid of the range no live run holds, here or (uid_claim) in another
+ * uhub on this host, searching round-robin so a freed uid is not handed out
+ * again at once. *claim gets its claim's fd (-1: none). */
+static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out, int *claim)
+{
+	*claim = -1;
 	if (min == 0 || min > max)
 		return -EINVAL;
 	if (G.nused == G.capused) {
@@ -116,7 +147,11 @@ static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out)
 	uint32_t c = G.next_uid >= min && G.next_uid <= max ? G.next_uid : min;
 	size_t p = uid_lower_bound(c);
 	for (uint64_t tried = 0; tried < span; tried++) {
-		if (p >= G.nused || G.used[p] != c) {
+		int fd = p >= G.nused || G.used[p] != c ? uid_claim(c) : -EBUSY;
+		if (fd < 0 && fd != -EBUSY)
+			return fd;
+		if (fd >= 0) {
+			*claim = fd == INT_MAX ? -1 : fd;
 			memmove(G.used + p + 1, G.used + p, (G.nused - p) * sizeof(*G.used));
 			G.used[p] = c;
 			G.nused++;
@@ -128,20 +163,57 @@ static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out)
 			c = min;
 			p = uid_lower_bound(c);
 		} else {
+			if (p < G.nused && G.used[p] == c)
+				p++; /* else c was free here but claimed elsewhere */
 			c++;
-			p++;
 		}
 	}
 	return -EAGAIN;
 }
 
-static void uid_free(uint32_t uid)
+static void uid_free(uint32_t uid, int claim)
 {
 	size_t p = uid_lower_bound(uid);
 	if (p < G.nused && G.used[p] == uid) {
 		memmove(G.used + p, G.used + p + 1, (G.nused - p - 1) * sizeof(*G.used));
 		G.nused--;
 	}
+	if (claim >= 0)
+		close(claim); /* the lock goes with it; the file stays for the next */
+}
+
+/* The claim dir: root's, 0700, or none (a warning: uids are then only
+ * unique within this daemon). */
+static void uid_claim_open(void)
+{
+	if (G.claim_dir >= 0)
+		return;
+	char dir[] = UH_UID_CLAIM_DIR;
+	for (char *q = dir + 1; *q; q++) {
+		if (*q != '/')
+			continue;
+		*q = 0;
+		if (mkdir(dir, 0755) && errno != EEXIST)
+			break;
+		*q = '/';
+	}
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		uh_warn("backend=local: cannot create %s (%s): run uids are not coordinated with other uhub daemons "
+		        "on this host; give each one its own local.uid_range",
+		        dir, strerror(errno));
+		return;
+	}
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) || st.st_uid != 0 || (st.st_mode & 022)) {
+		uh_warn("backend=local: %s is not a directory only root can write: run uids are not coordinated with "
+		        "other uhub daemons on this host; give each one its own local.uid_range",
+		        dir);
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	G.claim_dir = fd;
 }
 
 /* ---- string vectors for argv and envp (wiped: they carry secrets) ---- */
@@ -242,6 +314,7 @@ struct local_run {
 	int pidfd, out_fd, err_fd, status_fd;
 	uint32_t uid;
 	bool uid_allocated;
+	int uid_claim; /* its host-wide claim (uid_claim), or -1 */
 	char run_id[UH_ID_MAX];
 	char *root;  /* resolved work root of the scratch dir */
 	char *argv0; /* for messages */
@@ -266,7 +339,7 @@ static void run_free(struct local_run *r)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	if (r->uid_allocated)
-		uid_free(r->uid);
+		uid_free(r->uid, r->uid_claim);
 	free(r->root);
 	free(r->argv0);
 	free(r->h);
@@ -519,7 +592,7 @@ static void rm_done(uv_work_t *w, int status)
 		}
 	}
 	if (r->uid_allocated) {
-		uid_free(r->uid);
+		uid_free(r->uid, r->uid_claim);
 		r->uid_allocated = false;
 	}
 	r->finished = true;
@@ -786,7 +859,7 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 	if (!r)
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory starting run '%s'", h->run_id);
 	r->loop = h->loop;
-	r->pidfd = r->out_fd = r->err_fd = r->status_fd = -1;
+	r->pidfd = r->out_fd = r->err_fd = r->status_fd = r->uid_claim = -1;
 	snprintf(r->run_id, sizeof(r->run_id), "%s", h->run_id);
 
 	int exe_fd = -1, pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}}, cgfds[UH_CG_MAX], ncg = 0;
@@ -807,11 +880,12 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 		gid = G.user_gid;
 	} else {
 		uint32_t u;
-		int e = uid_alloc(cfg->local.uid_min, cfg->local.uid_max, &u);
+		int e = uid_alloc(cfg->local.uid_min, cfg->local.uid_max, &u, &r->uid_claim);
 		if (e) {
-			rc = uh_error_set(err, UH_E_UNAVAILABLE, "backend_unavailable",
-			                  "no free uid in local.uid_range [%u, %u]: %s", cfg->local.uid_min,
-			                  cfg->local.uid_max, e == -EAGAIN ? "all in use" : strerror(-e));
+			rc = uh_error_set(
+			    err, UH_E_UNAVAILABLE, "backend_unavailable", "no free uid in local.uid_range [%u, %u]: %s",
+			    cfg->local.uid_min, cfg->local.uid_max,
+			    e == -EAGAIN ? "all in use (by runs of this or another uhub on this host)" : strerror(-e));
 			goto fail;
 		}
 		uid = gid = u;
@@ -1025,7 +1099,7 @@ static void local_release(struct uh_run_handle *h)
 		uh_cg_destroy_sync(r->run_id, 3000);
 		local_scratch_remove(r->root, r->run_id);
 		if (r->uid_allocated) {
-			uid_free(r->uid);
+			uid_free(r->uid, r->uid_claim);
 			r->uid_allocated = false;
 		}
 		r->finishing = r->finished = true;
@@ -1184,6 +1258,8 @@ static int local_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_er
 	}
 	G.life_r = life[0];
 	G.life_w = life[1];
+	if (!G.fixed_user)
+		uid_claim_open();
 	long page = sysconf(_SC_PAGESIZE);
 	G.stack = mmap(NULL, (size_t)page + SPAWN_STACK, PROT_READ | PROT_WRITE,
 	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -1219,7 +1295,7 @@ static void local_shutdown(void)
 		uv_run(G.loop, UV_RUN_ONCE);
 	G.loop = NULL;
 	pool_drop();
-	int *fds[] = {&G.init_fd, &G.null_fd, &G.life_r, &G.life_w};
+	int *fds[] = {&G.init_fd, &G.null_fd, &G.life_r, &G.life_w, &G.claim_dir};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
 		if (*fds[i] >= 0)
 			close(*fds[i]);

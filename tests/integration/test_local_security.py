@@ -607,6 +607,52 @@ def test_a_run_cannot_read_another_runs_home(server, proj, hd):
     assert server.wait_run(a["id"])["status"] == "succeeded"
 
 
+def test_two_daemons_sharing_a_uid_range_never_give_one_uid_to_two_runs(make_server, hd):
+    """Two uhubs on one host whose local.uid_range overlap (here: the same
+    two uids) and whose work roots are outside /tmp: a run of the second,
+    started while a run of the first holds one uid, gets the other, so it
+    cannot read the first run's HOME (0700: sharing the uid, it could). With
+    both uids held, a third run is refused, not given a uid in use."""
+    first = 3_900_000 + (os.getpid() % 4999) * 2
+    gate, gate2 = Gate(hd), Gate(hd)
+
+    def mutate(name):
+        def m(cfg):
+            cfg["local"]["uid_range"] = [first, first + 1]
+            cfg["local"]["work_root"] = hd.sub("work-" + name + "-" + secrets.token_hex(4))
+        return m
+    a, b = make_server(mutate("a")), make_server(mutate("b"))
+    a_job = a.job(a.project()["id"], ["/bin/sh", "-c",
+                                      f'id -u; echo "$HOME"; echo s3cr3t > "$HOME/secret"; echo written; '
+                                      f'{gate.wait_cmd}'])
+    ra = a.trigger(a_job["id"])
+    rb = None
+    try:
+        wait_for(lambda: "written" in a.logs(ra["id"]), 15, "run A to write its secret")
+        uid_a, home = a.logs(ra["id"]).split("\n")[:2]
+        pb = b.project()
+        b_job = b.job(pb["id"], ["/bin/sh", "-c", f'id -u; cat "{home}/secret"; echo read=$?; {gate2.wait_cmd}'])
+        rb = b.trigger(b_job["id"])
+        wait_for(lambda: "read=" in b.logs(rb["id"]), 15, "run B to try")
+        log_b = b.logs(rb["id"])
+        uid_b = log_b.split("\n")[0]
+        assert {int(uid_a), int(uid_b)} == {first, first + 1}, (uid_a, uid_b)
+        assert "s3cr3t" not in log_b and "read=0" not in log_b, f"run B read run A's HOME: {log_b!r}"
+        # Both uids are held now, one by each daemon: a third run is refused.
+        third = b.wait_run(b.trigger(b.job(pb["id"], ["/bin/true"])["id"])["id"])
+        assert (third["status"], third["reason"]) == ("error", "backend_unavailable"), third
+        assert "another uhub" in third["message"], third
+    finally:
+        gate.open()
+        gate2.open()
+    assert a.wait_run(ra["id"])["status"] == "succeeded"
+    if rb:
+        assert b.wait_run(rb["id"])["status"] == "succeeded"
+    # Freed, the uids serve either daemon again.
+    again = b.wait_run(b.trigger(b.job(b.project()["id"], ["/usr/bin/id", "-u"])["id"])["id"])
+    assert again["status"] == "succeeded" and int(b.logs(again["id"]).strip()) in (first, first + 1), again
+
+
 def test_working_dir_symlink_escaping_allowed_workdirs_is_refused(server, proj):
     wd = os.path.join(server.dir, "workdirs")
     link = os.path.join(wd, "escape-" + secrets.token_hex(3))
