@@ -2,11 +2,14 @@
 # uhub benchmarks: each speed is a ratio to a floor measured in the same run,
 # on the same machine, a few seconds apart (the machine is shared and noisy).
 #
-# Usage: bench/run.sh [--smoke] [--json FILE] [--perf]
+# Usage: bench/run.sh [--smoke] [--json FILE] [--perf] [--idle-poll]
 #   --smoke      every measure briefly (about 30 s; 100 runs in flight instead of 10,000)
 #   --json FILE  also write the results as JSON (default: build/bench/results.json)
 #   --perf       record the daemon with `perf record -g` while it is measured
 #                (build/bench/perf.data; needs linux-perf)
+#   --idle-poll  hold /dev/cpu_dma_latency at 0 for the whole run (floors and
+#                uhub alike): idle CPUs poll instead of halting, which shows
+#                what waking a halted CPU costs each measure (see README.md)
 # Environment: UH_BENCH_INFLIGHT=N overrides the number of runs in flight,
 #              UH_BENCH_ROUNDS=N the number of rounds (medians are over rounds),
 #              UH_BENCH_UHUB=PATH a uhub binary to measure instead of building build/uhub.
@@ -20,13 +23,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-smoke=0 perf=0 json_out=""
+smoke=0 perf=0 idle_poll=0 json_out=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) smoke=1 ;;
     --perf) perf=1 ;;
+    --idle-poll) idle_poll=1 ;;
     --json) json_out=${2:?--json needs a file}; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1" >&2; exit 64 ;;
   esac
   shift
@@ -105,6 +109,14 @@ fi
 # A uid range of the bench's own (not the default one other uhubs on this
 # machine use), so the leftover-process check below sees only these runs.
 uid_first=3100000 uid_last=$(( 3100000 + inflight + 4096 ))
+
+# PM QoS: while this descriptor is open with 0 written, the kernel keeps idle
+# CPUs out of halt (the request ends with the script).
+if [ $idle_poll = 1 ]; then
+  exec 9>/dev/cpu_dma_latency
+  printf '\0\0\0\0' >&9
+  say "idle CPUs poll instead of halting for this run (/dev/cpu_dma_latency held at 0)"
+fi
 
 # ---- the daemon ----
 tmp=$(mktemp -d /tmp/uhub-bench.XXXXXX)
@@ -248,9 +260,10 @@ leftover=$(ps -eo uid= | awk -v a=$uid_first -v b=$uid_last '$1 >= a && $1 <= b'
 audit=$(api GET /api/v1/audit/verify 2>/dev/null | tr -d '\n' || true)
 
 # ---- report ----
-python3 - "$tmp/res" "$json_out" "$smoke" "$rounds" "$inflight" "$failures" "$audit" "$leftover" <<'PY'
+python3 - "$tmp/res" "$json_out" "$smoke" "$rounds" "$inflight" "$failures" "$audit" "$leftover" "$idle_poll" <<'PY'
 import glob, json, os, platform, statistics, sys, time
-res, out, smoke, rounds, inflight, failures, audit, leftover = sys.argv[1:9]
+res, out, smoke, rounds, inflight, failures, audit, leftover, idle_poll = sys.argv[1:10]
+idle_poll = idle_poll == "1"
 smoke, rounds, inflight, failures, leftover = smoke == "1", int(rounds), int(inflight), int(failures), int(leftover)
 
 def load(name):
@@ -389,13 +402,15 @@ if audit:
     extra.append("audit verify: " + audit)
 load = os.getloadavg()
 extra.append(f"{'smoke' if smoke else 'full'} run, {rounds} round(s), medians over rounds; load average {load[0]:.2f} at the end; {failures} measure(s) errored")
+if idle_poll:
+    extra.append("idle CPUs polled instead of halting (--idle-poll): not this machine's default")
 for e in extra:
     print("  " + e)
 print()
 
 doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": platform.node(),
        "kernel": platform.release(), "cpus": os.cpu_count(), "smoke": smoke, "rounds": rounds,
-       "failures": failures, "processes_left_after_cancel": leftover, "audit_verify": audit, "measures": rows, "raw": raw}
+       "failures": failures, "idle_poll": idle_poll, "processes_left_after_cancel": leftover, "audit_verify": audit, "measures": rows, "raw": raw}
 os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 with open(out, "w") as f:
     json.dump(doc, f, indent=1)
