@@ -108,23 +108,33 @@ static size_t uid_lower_bound(uint32_t uid)
  * UH_UID_CLAIM_DIR/<uid>, which dies with its holder. Daemons on one host
  * whose local.uid_range overlap then never give one uid to two runs (which
  * could read and write each other's 0700 scratch dirs, or anything else
- * that uid owns). >= 0: the lock's fd (INT_MAX: no claim dir, nothing to
- * hold); -EBUSY: another uhub holds it. */
+ * that uid owns). The holder removes the file before it lets go, so the dir
+ * holds only uids in use (and those of a daemon that died); a lock taken on
+ * a file removed meanwhile is not a claim (the path is checked after). >= 0:
+ * the lock's fd (INT_MAX: no claim dir, nothing to hold); -EBUSY: another
+ * uhub holds it. */
 static int uid_claim(uint32_t uid)
 {
 	if (G.claim_dir < 0)
 		return INT_MAX;
 	char name[16];
 	snprintf(name, sizeof(name), "%u", (unsigned)uid);
-	int fd = openat(G.claim_dir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB)) {
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		close(fd);
-		return e;
+	for (int tries = 0; tries < 3; tries++) {
+		int fd = openat(G.claim_dir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd < 0)
+			return -errno;
+		if (flock(fd, LOCK_EX | LOCK_NB)) {
+			int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+			close(fd);
+			return e;
+		}
+		struct stat held, now;
+		if (fstat(fd, &held) == 0 && fstatat(G.claim_dir, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    held.st_ino == now.st_ino && held.st_dev == now.st_dev)
+			return fd;
+		close(fd); /* its holder removed it as we opened it: look again */
 	}
-	return fd;
+	return -EBUSY;
 }
 
 /* A uid of the range no live run holds, here or (uid_claim) in another
@@ -178,8 +188,13 @@ static void uid_free(uint32_t uid, int claim)
 		memmove(G.used + p, G.used + p + 1, (G.nused - p - 1) * sizeof(*G.used));
 		G.nused--;
 	}
-	if (claim >= 0)
-		close(claim); /* the lock goes with it; the file stays for the next */
+	if (claim >= 0) {
+		char name[16];
+		snprintf(name, sizeof(name), "%u", (unsigned)uid);
+		if (G.claim_dir >= 0)
+			unlinkat(G.claim_dir, name, 0); /* still holding it: see uid_claim */
+		close(claim);
+	}
 }
 
 /* The claim dir: root's, 0700, or none (a warning: uids are then only

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/shm.h>
 #include <sys/stat.h>
@@ -1237,6 +1238,48 @@ static void test_scratch_pool(void)
 	CHECK(strtoul(tmp[1], NULL, 10) == strtoul(tmp[0], NULL, 10));
 }
 
+/* ---- host-wide uid claims ---- */
+
+static int claim_file(unsigned uid, bool create)
+{
+	char p[64];
+	sfmt(p, sizeof(p), "/run/uhub/uids/%u", uid);
+	return open(p, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+}
+
+/* A uid another uhub holds (its flock on /run/uhub/uids/UID) is skipped; the
+ * run's own claim is held while it runs and its file removed after. */
+static void test_uid_claims(void)
+{
+	struct run r;
+	run_wait(&r, "[\"/usr/bin/id\", \"-u\"]", NULL, NULL);
+	unsigned u = (unsigned)strtoul(out_of(&r), NULL, 10);
+	run_release(&r);
+	CHECK(u >= cfg.local.uid_min && u + 3 <= cfg.local.uid_max); /* allocation goes round: u+1 next */
+	int other = claim_file(u + 1, true);                         /* "another daemon" holds u+1 */
+	CHECK(other >= 0 && flock(other, LOCK_EX | LOCK_NB) == 0);
+
+	run_start(&r, "[\"/bin/sh\", \"-c\", \"id -u; exec sleep 100\"]", NULL, NULL);
+	CHECK(r.rc == 0);
+	struct want_out w = {.r = &r, .s = "\n"};
+	CHECK(wait_for(has_output, &w, 5000));
+	unsigned got = (unsigned)strtoul(out_of(&r), NULL, 10);
+	CHECK(got == u + 2); /* not u+1 */
+	int probe = claim_file(got, false);
+	CHECK(probe >= 0 && flock(probe, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK); /* held */
+	if (probe >= 0)
+		close(probe);
+	uh_backend_stop(r.h, 0);
+	CHECK(wait_for(is_finished, &r, 5000));
+	run_release(&r);                                /* waits for the clean-up, which frees the uid */
+	CHECK(!path_exists("/run/uhub/uids/%u", got));  /* removed with the claim */
+	CHECK(path_exists("/run/uhub/uids/%u", u + 1)); /* another's: untouched */
+	char p[64];
+	sfmt(p, sizeof(p), "/run/uhub/uids/%u", u + 1);
+	unlink(p);
+	close(other);
+}
+
 /* ---- timing ---- */
 
 static int cmp64(const void *a, const void *b)
@@ -1362,6 +1405,7 @@ int main(void)
 	test_cross_run();
 	test_scratch_symlinks();
 	test_scratch_pool();
+	test_uid_claims();
 	test_daemon_death();
 	test_timing();
 
