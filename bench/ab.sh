@@ -18,6 +18,7 @@
 # many rounds B was the faster. Writes nothing else; stops its daemons on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 rounds=8 count=300 thr_s=0
 while [ $# -gt 2 ]; do
@@ -74,12 +75,7 @@ for i in 0 1; do
 EOF
   UHUB_BOOTSTRAP_TOKEN=$token "${bins[$i]}" serve --config "$d/uhub.json" >"$d/out" 2>"$d/log" &
   pids+=($!)
-  url=""
-  for _ in $(seq 100); do
-    url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$d/out" | head -n1)
-    [ -n "$url" ] && break
-    sleep 0.1
-  done
+  url=$(listening_url "$d/out" "${pids[-1]}" 100)
   [ -n "$url" ] || { echo "bench/ab.sh: ${bins[$i]} did not start:" >&2; tail -n 20 "$d/log" >&2; exit 1; }
   export UHUB_TOKEN=$token
   p=$("$bin/client" --url "$url" call POST /api/v1/projects \

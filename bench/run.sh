@@ -22,6 +22,7 @@
 # daemon, a request, a run that does not succeed). See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 
 smoke=0 perf=0 idle_poll=0 json_out=""
 while [ $# -gt 0 ]; do
@@ -162,13 +163,7 @@ EOF
 say "starting $uhub serve (store in $tmp)"
 UHUB_BOOTSTRAP_TOKEN=$token "$uhub" serve --config "$tmp/uhub.json" >"$tmp/uhub.out" 2>"$tmp/uhub.log" &
 daemon_pid=$!
-url=""
-for _ in $(seq 300); do
-  url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/uhub.out" | head -n1)
-  [ -n "$url" ] && break
-  kill -0 "$daemon_pid" 2>/dev/null || break
-  sleep 0.1
-done
+url=$(listening_url "$tmp/uhub.out" "$daemon_pid" 300)
 if [ -z "$url" ]; then
   echo "bench/run.sh: uhub did not start; its log:" >&2
   tail -n 30 "$tmp/uhub.log" >&2
@@ -178,12 +173,7 @@ say "uhub pid $daemon_pid on $url"
 
 "$bin/miniserver" >"$tmp/mini.out" &
 mini_pid=$!
-mini_url=""
-for _ in $(seq 50); do
-  mini_url=$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$tmp/mini.out" | head -n1)
-  [ -n "$mini_url" ] && break
-  sleep 0.1
-done
+mini_url=$(listening_url "$tmp/mini.out" "$mini_pid" 50)
 [ -n "$mini_url" ] || { echo "bench/run.sh: miniserver did not start" >&2; exit 1; }
 
 export UHUB_TOKEN=$token    # the client reads it from here, not from argv

@@ -687,8 +687,12 @@ def test_a_restart_re_attaches_a_gitlab_pipeline_and_cancels_it_remotely(make_se
     before = {n: len(fake.got("GET", f"/api/v4/projects/42/pipelines/{n}")) for n in ("301", "302")}
     s.start()
     c = s.client()
+    pipe = {}  # run id -> its pipeline: the two triggers may reach GitLab in either order
     for run in (a, b):
-        assert c.get(f"/runs/{run['id']}").json()["status"] == "running"
+        got = c.get(f"/runs/{run['id']}").json()
+        assert got["status"] == "running" and got["external_id"] in ("301", "302"), got
+        pipe[run["id"]] = got["external_id"]
+    assert pipe[a["id"]] != pipe[b["id"]], pipe
     # Polling resumes, with the API token (a secret, re-read at the restart).
     for n in ("301", "302"):
         wait_for(lambda: len(fake.got("GET", f"/api/v4/projects/42/pipelines/{n}")) > before[n], 20,
@@ -696,13 +700,13 @@ def test_a_restart_re_attaches_a_gitlab_pipeline_and_cancels_it_remotely(make_se
     for g in fake.got("GET"):
         assert g["headers"].get("PRIVATE-TOKEN") == "glpat-api-token-5678"
     # One ends on its own, the other is canceled: the cancel reaches GitLab.
-    state["finish"]["301"] = "success"
+    state["finish"][pipe[a["id"]]] = "success"
     done = s.wait_run(a["id"])
-    assert done["status"] == "succeeded" and done["external_id"] == "301", done
+    assert done["status"] == "succeeded" and done["external_id"] == pipe[a["id"]], done
     assert c.post(f"/runs/{b['id']}/cancel", {}).status_code == 202
     done = s.wait_run(b["id"])
     assert done["status"] == "canceled", done
-    [cancel] = fake.got("POST", "/api/v4/projects/42/pipelines/302/cancel")
+    [cancel] = fake.got("POST", f"/api/v4/projects/42/pipelines/{pipe[b['id']]}/cancel")
     assert cancel["headers"].get("PRIVATE-TOKEN") == "glpat-api-token-5678"
     for run in (a, b):
         log = s.logs(run["id"])
