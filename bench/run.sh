@@ -114,6 +114,7 @@ uid_first=3100000 uid_last=$(( 3100000 + inflight + 4096 ))
 # PM QoS: while this descriptor is open with 0 written, the kernel keeps idle
 # CPUs out of halt (the request ends with the script).
 if [ $idle_poll = 1 ]; then
+  [ -w /dev/cpu_dma_latency ] || { echo "bench/run.sh: --idle-poll needs /dev/cpu_dma_latency (PM QoS), absent here" >&2; exit 1; }
   exec 9>/dev/cpu_dma_latency
   printf '\0\0\0\0' >&9
   say "idle CPUs poll instead of halting for this run (/dev/cpu_dma_latency held at 0)"

@@ -145,8 +145,15 @@ static void text(uint8_t which, const char *s, const char *d, size_t n)
 			int rc = uh_api_route_match(methods[m], s, &rt, params, allow, sizeof(allow));
 			if (!rc && (!rt || !rt->handler))
 				abort();
-			if (!rc && strchr(rt->pattern, '{') && !uh_api_id_ok(params[0], strlen(params[0])))
-				abort();
+			/* Every parameter handed out is valid for its kind: a {name} a
+			 * secret name, any other an id. */
+			int i = 0;
+			for (const char *q = rc ? NULL : strchr(rt->pattern, '{'); q && i < UH_API_MAX_PARAMS;
+			     q = strchr(q + 1, '{'), i++) {
+				bool is_name = strncmp(q, "{name}", 6) == 0;
+				if (is_name ? !uh_api_name_ok(params[i]) : !uh_api_id_ok(params[i], strlen(params[i])))
+					abort();
+			}
 		}
 		break;
 	}
