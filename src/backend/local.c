@@ -14,7 +14,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -110,29 +109,32 @@ static size_t uid_lower_bound(uint32_t uid)
  * could read and write each other's 0700 scratch dirs, or anything else
  * that uid owns). The holder removes the file before it lets go, so the dir
  * holds only uids in use (and those of a daemon that died); a lock taken on
- * a file removed meanwhile is not a claim (the path is checked after). >= 0:
- * the lock's fd (INT_MAX: no claim dir, nothing to hold); -EBUSY: another
- * uhub holds it. */
-static int uid_claim(uint32_t uid)
+ * a file removed meanwhile is not a claim (the path is checked after).
+ * 0 with *fd the lock's descriptor (-1 when there is no claim dir: nothing
+ * to hold); -EBUSY when another uhub holds it; else -errno. */
+static int uid_claim(uint32_t uid, int *fd)
 {
+	*fd = -1;
 	if (G.claim_dir < 0)
-		return INT_MAX;
+		return 0;
 	char name[16];
 	snprintf(name, sizeof(name), "%u", (unsigned)uid);
 	for (int tries = 0; tries < 3; tries++) {
-		int fd = openat(G.claim_dir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (fd < 0)
+		int f = openat(G.claim_dir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (f < 0)
 			return -errno;
-		if (flock(fd, LOCK_EX | LOCK_NB)) {
+		if (flock(f, LOCK_EX | LOCK_NB)) {
 			int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-			close(fd);
+			close(f);
 			return e;
 		}
 		struct stat held, now;
-		if (fstat(fd, &held) == 0 && fstatat(G.claim_dir, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    held.st_ino == now.st_ino && held.st_dev == now.st_dev)
-			return fd;
-		close(fd); /* its holder removed it as we opened it: look again */
+		if (fstat(f, &held) == 0 && fstatat(G.claim_dir, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    held.st_ino == now.st_ino && held.st_dev == now.st_dev) {
+			*fd = f;
+			return 0;
+		}
+		close(f); /* its holder removed it as we opened it: look again */
 	}
 	return -EBUSY;
 }
@@ -157,11 +159,10 @@ static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out, int *claim)
 	uint32_t c = G.next_uid >= min && G.next_uid <= max ? G.next_uid : min;
 	size_t p = uid_lower_bound(c);
 	for (uint64_t tried = 0; tried < span; tried++) {
-		int fd = p >= G.nused || G.used[p] != c ? uid_claim(c) : -EBUSY;
-		if (fd < 0 && fd != -EBUSY)
-			return fd;
-		if (fd >= 0) {
-			*claim = fd == INT_MAX ? -1 : fd;
+		int e = p >= G.nused || G.used[p] != c ? uid_claim(c, claim) : -EBUSY;
+		if (e && e != -EBUSY)
+			return e;
+		if (!e) {
 			memmove(G.used + p + 1, G.used + p, (G.nused - p) * sizeof(*G.used));
 			G.used[p] = c;
 			G.nused++;
@@ -197,25 +198,43 @@ static void uid_free(uint32_t uid, int claim)
 	}
 }
 
+/* Claim files of this range that a dead daemon left (no lock on them):
+ * taken and released like any claim, so removed the same safe way. */
+static void uid_claim_sweep(uint32_t min, uint32_t max)
+{
+	int dfd = G.claim_dir >= 0 ? dup(G.claim_dir) : -1;
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char *end;
+		errno = 0;
+		unsigned long u = strtoul(e->d_name, &end, 10);
+		int fd;
+		if (errno || *end || e->d_name[0] < '0' || e->d_name[0] > '9' || u < min || u > max ||
+		    uid_claim((uint32_t)u, &fd))
+			continue;
+		uid_free((uint32_t)u, fd); /* not in G.used: only the file and the lock go */
+	}
+	closedir(d);
+}
+
 /* The claim dir: root's, 0700, or none (a warning: uids are then only
  * unique within this daemon). */
 static void uid_claim_open(void)
 {
 	if (G.claim_dir >= 0)
 		return;
-	char dir[] = UH_UID_CLAIM_DIR;
-	for (char *q = dir + 1; *q; q++) {
-		if (*q != '/')
-			continue;
-		*q = 0;
-		if (mkdir(dir, 0755) && errno != EEXIST)
-			break;
-		*q = '/';
-	}
-	if (mkdir(dir, 0700) && errno != EEXIST) {
+	const char *dir = UH_UID_CLAIM_DIR;
+	int r = local_mkdir_p(dir, 0700);
+	if (r) {
 		uh_warn("backend=local: cannot create %s (%s): run uids are not coordinated with other uhub daemons "
 		        "on this host; give each one its own local.uid_range",
-		        dir, strerror(errno));
+		        dir, strerror(-r));
 		return;
 	}
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -894,7 +913,7 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 		uid = G.user_uid;
 		gid = G.user_gid;
 	} else {
-		uint32_t u;
+		uint32_t u = 0;
 		int e = uid_alloc(cfg->local.uid_min, cfg->local.uid_max, &u, &r->uid_claim);
 		if (e) {
 			rc = uh_error_set(
@@ -1273,8 +1292,10 @@ static int local_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_er
 	}
 	G.life_r = life[0];
 	G.life_w = life[1];
-	if (!G.fixed_user)
+	if (!G.fixed_user) {
 		uid_claim_open();
+		uid_claim_sweep(cfg->local.uid_min, cfg->local.uid_max);
+	}
 	long page = sysconf(_SC_PAGESIZE);
 	G.stack = mmap(NULL, (size_t)page + SPAWN_STACK, PROT_READ | PROT_WRITE,
 	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);

@@ -29,7 +29,7 @@ bool local_safe_name(const char *s)
 	return n > 0 && n < UH_ID_MAX;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
+int local_mkdir_p(const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];
 	size_t n = strlen(path);
@@ -55,7 +55,7 @@ int local_work_root(const char *path, char **resolved, struct uh_error *err)
 		return uh_error_set(err, UH_E_INVALID_CONFIG, "local.work_root",
 		                    "'local.work_root' must be an absolute path");
 	bool created = access(path, F_OK) != 0;
-	int r = mkdir_p(path, 0711);
+	int r = local_mkdir_p(path, 0711);
 	if (r)
 		return uh_error_set(err, UH_E_INTERNAL, "local.work_root", "cannot create '%s': %s", path,
 		                    strerror(-r));

@@ -1385,9 +1385,24 @@ int main(void)
 	cfg_true.local.uid_min = cfg.local.uid_min;
 	cfg_true.local.uid_max = cfg.local.uid_max;
 
+	/* Claim files of our range: one a dead daemon left (no lock), one another
+	 * live holder has. Start-up removes the first only. */
+	mkdir("/run/uhub", 0755);
+	mkdir("/run/uhub/uids", 0700);
+	int stale = claim_file(cfg.local.uid_max, true), held = claim_file(cfg.local.uid_max - 1, true);
+	CHECK(stale >= 0 && held >= 0 && flock(held, LOCK_EX | LOCK_NB) == 0);
+	if (stale >= 0)
+		close(stale);
 	CHECK(uh_backend_init_all(&cfg, &loop, &e) == 0);
 	if (e.message[0])
 		fprintf(stderr, "init: %s\n", e.message);
+	CHECK(!path_exists("/run/uhub/uids/%u", cfg.local.uid_max));
+	CHECK(path_exists("/run/uhub/uids/%u", cfg.local.uid_max - 1));
+	char heldp[64];
+	sfmt(heldp, sizeof(heldp), "/run/uhub/uids/%u", cfg.local.uid_max - 1);
+	unlink(heldp);
+	if (held >= 0)
+		close(held);
 
 	test_echo_and_exit();
 	test_identity();
