@@ -83,17 +83,17 @@ cc "${cflags[@]}" bench/docker_floor.c -o "$bin/docker_floor" -lcurl
 cc "${cflags[@]}" bench/ingest_floor.c -o "$bin/ingest_floor" -lsqlite3
 json_out=${json_out:-$bin/results.json}
 
-# ---- limits: fds for the daemon's per-run pipes and pidfds, pids for the runs ----
-want_fds=$(( inflight * 8 + 4096 ))
+# ---- limits: fds for the daemon's per-run channels, pids for the runs ----
+want_fds=$(( inflight * 2 + 4096 ))
 [ $want_fds -lt 20000 ] && want_fds=20000
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt $want_fds ]; then
   ulimit -Hn $want_fds 2>/dev/null || true
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-# The daemon keeps runs queued past (nofile - 512) / 6 in flight (about 6
-# descriptors per run): measure no more than it will run at once.
+# The daemon keeps Local runs queued past nofile - 512 in flight (one
+# descriptor each, the rest a reserve): measure no more than it will run at once.
 if [ "$(ulimit -n)" != unlimited ]; then
-  fd_cap=$(( ($(ulimit -n) - 512) / 6 ))
+  fd_cap=$(( $(ulimit -n) - 512 ))
   if [ "$inflight" -gt "$fd_cap" ]; then
     echo "bench/run.sh: open files limited to $(ulimit -n) (raising it needs CAP_SYS_RESOURCE): the daemon" \
       "runs at most $fd_cap at once, so $fd_cap runs in flight are measured instead of $inflight" >&2

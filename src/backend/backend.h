@@ -105,10 +105,15 @@ struct uh_run_handle {
 /* Downcast a handle to a backend's state, checking it belongs to `ops`. */
 #define UH_HANDLE_CAST(type, h, ops) ((type *)uh_backend_handle_check((h), (ops)))
 
+#define UH_BACKEND_FDS_DEFAULT 6
+
 struct uh_backend_ops {
 	const char *name;
 	unsigned caps;
 	size_t state_size; /* >= sizeof(struct uh_run_handle) */
+	/* Descriptors a run holds while in flight, for the supervisor's budget
+	 * (RLIMIT_NOFILE); 0 means UH_BACKEND_FDS_DEFAULT, a generous guess. */
+	unsigned fds_per_run;
 
 	/* Once at daemon start-up, on the supervisor thread. May be NULL. */
 	int (*init)(const struct uh_config *cfg, uv_loop_t *loop, struct uh_error *err);

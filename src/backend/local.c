@@ -7,10 +7,12 @@
  * size; the child only moves descriptors into place and execveat()s the
  * uhub-init opened at start-up, which does the rest (src/init/local.c).
  *
- * Per run the loop watches the pidfd and the stdout/stderr pipes. When init
- * has exited (the kernel has then killed the rest of the namespace) the
- * backend reads init's status record, drains the pipes, checks the run's
- * cgroups are empty, removes them and the scratch dir, then reports. */
+ * Per run the daemon holds one descriptor: its end of the run's channel, a
+ * SOCK_SEQPACKET socket on which init forwards the job's stdout and stderr
+ * and, last, its status record (local_proto.h). EOF on it means init has
+ * exited (the kernel has then killed the rest of the namespace); the backend
+ * reaps init (by pid: an unreaped child's pid cannot be reused), checks the
+ * run's cgroups are empty, removes them and the scratch dir, then reports. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -39,12 +42,10 @@
 #ifndef UH_INIT_NAME
 #define UH_INIT_NAME "uhub-init"
 #endif
-#ifndef P_PIDFD
-#define P_PIDFD 3
-#endif
 
-#define READ_CHUNK        65536       /* one output chunk handed to the host */
-#define DRAIN_MS          2000        /* wait for pipe EOF after init is gone */
+#define REAP_RETRY_MS     1           /* init closed its channel, is not a zombie yet */
+#define HARDSTOP_MS       2000        /* init's time to end the run after a hard stop */
+#define PIDFDS_MAX        64          /* pidfds open at once for runs ending (else REAP_RETRY_MS) */
 #define CG_RETRY_MS       10          /* re-kill and re-check a non-empty cgroup */
 #define CG_RETRIES        300         /* ... for at most 3 s */
 #define BACKSTOP_SLACK_MS 5000        /* hard kill past timeout + grace + this */
@@ -52,8 +53,8 @@
 #define RUN_NOFILE        1024
 #define RUN_FSIZE         (4LL << 30)
 #define POOL_MAX          64 /* empty scratch dirs kept for later runs */
-#ifndef UH_UID_CLAIM_DIR
-#define UH_UID_CLAIM_DIR "/run/uhub/uids" /* host-wide uid claims, see uid_claim() */
+#ifndef UH_UID_CLAIM_FILE
+#define UH_UID_CLAIM_FILE "/run/uhub/uids.lock" /* host-wide uid claims, see uid_claim_lock() */
 #endif
 
 /* ---- backend-wide state (supervisor thread) ---- */
@@ -72,21 +73,22 @@ static struct {
 	char *root_conf; /* local.work_root as configured ... */
 	char *root;      /* ... and resolved, checked */
 	/* uid allocator: sorted uids in use, and where the next search starts */
-	int claim_dir; /* UH_UID_CLAIM_DIR, or -1: uids not coordinated host-wide */
+	int claim_fd; /* UH_UID_CLAIM_FILE, or -1: uids not coordinated host-wide */
 	uint32_t *used;
 	size_t nused, capused;
 	uint32_t next_uid;
 	uv_loop_t *loop;
 	size_t cleaning; /* runs reported whose clean-up is not done */
+	size_t pidfds;   /* runs' pidfds open (PIDFDS_MAX) */
 	/* Parked scratch dirs "pool-N" in G.root (local_fs.c): a run that left
 	 * its dir empty hands it on, which spares the next run three mkdirs
 	 * and this one three rmdirs on the work root's file system. */
 	uint32_t pool[POOL_MAX];
 	size_t npool, parking;
 	uint32_t pool_next;
-} G = {.init_fd = -1, .null_fd = -1, .life_r = -1, .life_w = -1, .claim_dir = -1};
+} G = {.init_fd = -1, .null_fd = -1, .life_r = -1, .life_w = -1, .claim_fd = -1};
 
-static char rbuf[READ_CHUNK];
+static char rbuf[1 + UH_INIT_MSG_MAX]; /* one channel record */
 
 /* ---- uid allocation ---- */
 
@@ -103,48 +105,29 @@ static size_t uid_lower_bound(uint32_t uid)
 	return lo;
 }
 
-/* A uid is also claimed host-wide while a run has it: an exclusive flock on
- * UH_UID_CLAIM_DIR/<uid>, which dies with its holder. Daemons on one host
- * whose local.uid_range overlap then never give one uid to two runs (which
- * could read and write each other's 0700 scratch dirs, or anything else
- * that uid owns). The holder removes the file before it lets go, so the dir
- * holds only uids in use (and those of a daemon that died); a lock taken on
- * a file removed meanwhile is not a claim (the path is checked after).
- * 0 with *fd the lock's descriptor (-1 when there is no claim dir: nothing
- * to hold); -EBUSY when another uhub holds it; else -errno. */
-static int uid_claim(uint32_t uid, int *fd)
+/* A uid is also claimed host-wide while a run has it: an exclusive
+ * open-file-description lock on byte <uid> of UH_UID_CLAIM_FILE, which dies
+ * with its holder. Daemons on one host whose local.uid_range overlap then
+ * never give one uid to two runs (which could read and write each other's
+ * 0700 scratch dirs, or anything else that uid owns). One descriptor holds
+ * every claim of the daemon (a lock per file would cost one per run in
+ * flight), and nothing is left on disk to clean. 0, -EBUSY when another
+ * uhub holds it, else -errno. */
+static int uid_claim_lock(uint32_t uid, short type)
 {
-	*fd = -1;
-	if (G.claim_dir < 0)
+	if (G.claim_fd < 0)
 		return 0;
-	char name[16];
-	snprintf(name, sizeof(name), "%u", (unsigned)uid);
-	for (int tries = 0; tries < 3; tries++) {
-		int f = openat(G.claim_dir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (f < 0)
-			return -errno;
-		if (flock(f, LOCK_EX | LOCK_NB)) {
-			int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-			close(f);
-			return e;
-		}
-		struct stat held, now;
-		if (fstat(f, &held) == 0 && fstatat(G.claim_dir, name, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    held.st_ino == now.st_ino && held.st_dev == now.st_dev) {
-			*fd = f;
-			return 0;
-		}
-		close(f); /* its holder removed it as we opened it: look again */
-	}
-	return -EBUSY;
+	struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = (off_t)uid, .l_len = 1};
+	if (fcntl(G.claim_fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	return errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
 }
 
-/* A uid of the range no live run holds, here or (uid_claim) in another
- * uhub on this host, searching round-robin so a freed uid is not handed out
- * again at once. *claim gets its claim's fd (-1: none). */
-static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out, int *claim)
+/* A uid of the range no live run holds, here or (uid_claim_lock) in
+ * another uhub on this host, searching round-robin so a freed uid is not
+ * handed out again at once. */
+static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out)
 {
-	*claim = -1;
 	if (min == 0 || min > max)
 		return -EINVAL;
 	if (G.nused == G.capused) {
@@ -159,7 +142,7 @@ static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out, int *claim)
 	uint32_t c = G.next_uid >= min && G.next_uid <= max ? G.next_uid : min;
 	size_t p = uid_lower_bound(c);
 	for (uint64_t tried = 0; tried < span; tried++) {
-		int e = p >= G.nused || G.used[p] != c ? uid_claim(c, claim) : -EBUSY;
+		int e = p >= G.nused || G.used[p] != c ? uid_claim_lock(c, F_WRLCK) : -EBUSY;
 		if (e && e != -EBUSY)
 			return e;
 		if (!e) {
@@ -182,72 +165,46 @@ static int uid_alloc(uint32_t min, uint32_t max, uint32_t *out, int *claim)
 	return -EAGAIN;
 }
 
-static void uid_free(uint32_t uid, int claim)
+static void uid_free(uint32_t uid)
 {
 	size_t p = uid_lower_bound(uid);
 	if (p < G.nused && G.used[p] == uid) {
 		memmove(G.used + p, G.used + p + 1, (G.nused - p - 1) * sizeof(*G.used));
 		G.nused--;
 	}
-	if (claim >= 0) {
-		char name[16];
-		snprintf(name, sizeof(name), "%u", (unsigned)uid);
-		if (G.claim_dir >= 0)
-			unlinkat(G.claim_dir, name, 0); /* still holding it: see uid_claim */
-		close(claim);
-	}
+	uid_claim_lock(uid, F_UNLCK);
 }
 
-/* Claim files of this range that a dead daemon left (no lock on them):
- * taken and released like any claim, so removed the same safe way. */
-static void uid_claim_sweep(uint32_t min, uint32_t max)
-{
-	int dfd = G.claim_dir >= 0 ? dup(G.claim_dir) : -1;
-	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
-	if (!d) {
-		if (dfd >= 0)
-			close(dfd);
-		return;
-	}
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		char *end;
-		errno = 0;
-		unsigned long u = strtoul(e->d_name, &end, 10);
-		int fd;
-		if (errno || *end || e->d_name[0] < '0' || e->d_name[0] > '9' || u < min || u > max ||
-		    uid_claim((uint32_t)u, &fd))
-			continue;
-		uid_free((uint32_t)u, fd); /* not in G.used: only the file and the lock go */
-	}
-	closedir(d);
-}
-
-/* The claim dir: root's, 0700, or none (a warning: uids are then only
- * unique within this daemon). */
+/* The claim file: root's, in a directory only root writes, or none (a
+ * warning: uids are then only unique within this daemon). */
 static void uid_claim_open(void)
 {
-	if (G.claim_dir >= 0)
+	if (G.claim_fd >= 0)
 		return;
-	const char *dir = UH_UID_CLAIM_DIR;
+	const char *file = UH_UID_CLAIM_FILE;
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", file);
+	char *slash = strrchr(dir, '/');
+	if (slash && slash != dir)
+		*slash = 0;
 	int r = local_mkdir_p(dir, 0700);
-	if (r) {
-		uh_warn("backend=local: cannot create %s (%s): run uids are not coordinated with other uhub daemons "
+	int fd = r ? -1 : open(file, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	struct stat st, dst;
+	if (fd < 0) {
+		uh_warn("backend=local: cannot open %s (%s): run uids are not coordinated with other uhub daemons "
 		        "on this host; give each one its own local.uid_range",
-		        dir, strerror(-r));
+		        file, strerror(r ? -r : errno));
 		return;
 	}
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) || st.st_uid != 0 || (st.st_mode & 022)) {
-		uh_warn("backend=local: %s is not a directory only root can write: run uids are not coordinated with "
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022) || stat(dir, &dst) ||
+	    dst.st_uid != 0 || (dst.st_mode & 022)) {
+		uh_warn("backend=local: %s is not a file only root can write: run uids are not coordinated with "
 		        "other uhub daemons on this host; give each one its own local.uid_range",
-		        dir);
-		if (fd >= 0)
-			close(fd);
+		        file);
+		close(fd);
 		return;
 	}
-	G.claim_dir = fd;
+	G.claim_fd = fd;
 }
 
 /* ---- string vectors for argv and envp (wiped: they carry secrets) ---- */
@@ -341,25 +298,24 @@ struct local_handle {
 struct local_run {
 	struct uh_run_handle *h; /* NULL when the handle is gone */
 	uv_loop_t *loop;
-	uv_poll_t pid_poll, out_poll, err_poll;
+	uv_poll_t chan_poll, pid_poll; /* pid_poll: only while init is exiting */
 	uv_timer_t kill_timer, wait_timer;
 	uv_work_t rm_work;
 	int closing; /* uv handles still to close */
-	int pidfd, out_fd, err_fd, status_fd;
+	int chan;    /* our end of the channel (the one descriptor in flight) */
+	int pidfd;   /* opened only if init is slow to become a zombie */
+	pid_t pid;   /* init's, our child until reaped */
 	uint32_t uid;
 	bool uid_allocated;
-	int uid_claim; /* its host-wide claim (uid_claim), or -1 */
 	char run_id[UH_ID_MAX];
 	char *root;  /* resolved work root of the scratch dir */
 	char *argv0; /* for messages */
 	uint64_t kill_at;
-	uint64_t reaped_at;
 	int cg_tries;
 	int rm_result;
 	uint32_t slot;        /* pool slot its dir is parked in ... */
 	bool parking, parked; /* ... when asked, and when done */
-	bool polling_out, polling_err;
-	bool stop_sent, reaped, out_eof, err_eof, cg_done, rm_queued, oom, finishing, finished, released;
+	bool stop_sent, hardstop_sent, reaped, chan_eof, cg_done, rm_queued, oom, finishing, finished, released;
 	siginfo_t info;
 	bool have_status;
 	struct uh_init_status status;
@@ -368,12 +324,14 @@ struct local_run {
 
 static void run_free(struct local_run *r)
 {
-	int fds[] = {r->pidfd, r->out_fd, r->err_fd, r->status_fd};
+	if (r->pidfd >= 0)
+		G.pidfds--;
+	int fds[] = {r->chan, r->pidfd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	if (r->uid_allocated)
-		uid_free(r->uid, r->uid_claim);
+		uid_free(r->uid);
 	free(r->root);
 	free(r->argv0);
 	free(r->h);
@@ -391,8 +349,8 @@ static void on_close(uv_handle_t *hd)
  * freed by the last close callback. */
 static void run_close(struct local_run *r)
 {
-	uv_handle_t *hs[] = {(uv_handle_t *)&r->pid_poll, (uv_handle_t *)&r->out_poll, (uv_handle_t *)&r->err_poll,
-	                     (uv_handle_t *)&r->kill_timer, (uv_handle_t *)&r->wait_timer};
+	uv_handle_t *hs[] = {(uv_handle_t *)&r->chan_poll, (uv_handle_t *)&r->pid_poll, (uv_handle_t *)&r->kill_timer,
+	                     (uv_handle_t *)&r->wait_timer};
 	r->closing = 0;
 	for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
 		if (hs[i]->data == r && !uv_is_closing(hs[i]))
@@ -406,25 +364,35 @@ static void run_close(struct local_run *r)
 			uv_close(hs[i], on_close);
 }
 
+/* init is our child until we reap it, so its pid names it alone. */
 static int send_signal(struct local_run *r, int sig)
 {
-	if (r->pidfd < 0 || r->reaped)
+	if (r->pid <= 0 || r->reaped)
 		return 0;
-	return (int)syscall(SYS_pidfd_send_signal, r->pidfd, sig, NULL, 0);
+	return kill(r->pid, sig);
 }
 
 static void advance(struct local_run *r);
 
-/* Hand what the pipe holds to the host; true at EOF. */
-static bool pump(struct local_run *r, int fd, enum uh_stream stream, int max_reads)
+/* Read what the channel holds (at most max records): output goes to the
+ * host, the status record is kept; true at EOF (init has exited). */
+static bool chan_read(struct local_run *r, int max)
 {
-	for (int i = 0; i < max_reads; i++) {
-		ssize_t n = read(fd, rbuf, sizeof(rbuf));
-		if (n > 0) {
+	for (int i = 0; i < max; i++) {
+		ssize_t n = recv(r->chan, rbuf, sizeof(rbuf), MSG_DONTWAIT);
+		if (n > 1 && (rbuf[0] == UH_INIT_MSG_STDOUT || rbuf[0] == UH_INIT_MSG_STDERR)) {
+			enum uh_stream stream = rbuf[0] == UH_INIT_MSG_STDOUT ? UH_STREAM_STDOUT : UH_STREAM_STDERR;
 			if (r->h && !r->released)
-				r->h->host->output(r->h, stream, rbuf, (size_t)n);
+				r->h->host->output(r->h, stream, rbuf + 1, (size_t)n - 1);
 			continue;
 		}
+		if (n == 1 + (ssize_t)sizeof(r->status) && rbuf[0] == UH_INIT_MSG_STATUS) {
+			memcpy(&r->status, rbuf + 1, sizeof(r->status));
+			r->have_status = r->status.magic == UH_INIT_STATUS_MAGIC;
+			continue;
+		}
+		if (n > 0)
+			continue; /* not a record of ours: ignored */
 		if (n == 0)
 			return true;
 		if (errno == EINTR)
@@ -434,63 +402,76 @@ static bool pump(struct local_run *r, int fd, enum uh_stream stream, int max_rea
 	return false;
 }
 
-static void out_eof(struct local_run *r, bool is_err)
-{
-	if (is_err) {
-		r->err_eof = true;
-		if (r->polling_err)
-			uv_poll_stop(&r->err_poll);
-		r->polling_err = false;
-	} else {
-		r->out_eof = true;
-		if (r->polling_out)
-			uv_poll_stop(&r->out_poll);
-		r->polling_out = false;
-	}
-}
+static void on_pid(uv_poll_t *p, int status, int events);
+static void on_wait_timer_reap(uv_timer_t *t);
 
-static void on_output(uv_poll_t *p, int status, int events)
+/* init has closed its channel: reap it, now or as soon as it is a zombie
+ * (its exit ends with killing the namespace's other processes). */
+static void reap(struct local_run *r)
 {
-	struct local_run *r = p->data;
-	bool is_err = p == &r->err_poll;
-	bool eof =
-	    status < 0 || pump(r, is_err ? r->err_fd : r->out_fd, is_err ? UH_STREAM_STDERR : UH_STREAM_STDOUT, 4);
-	if (eof) {
-		out_eof(r, is_err);
-		advance(r);
+	if (r->reaped)
+		return;
+	siginfo_t si;
+	memset(&si, 0, sizeof(si));
+	int w = waitid(P_PID, (id_t)r->pid, &si, WEXITED | WNOHANG);
+	if (w == 0 && si.si_pid == 0) {
+		/* Not yet: watch a pidfd (readable once it has exited), or
+		 * without a descriptor to spare, look again shortly. */
+		if (r->pidfd < 0 && !r->pid_poll.data && G.pidfds < PIDFDS_MAX) {
+			int fd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+			if (fd >= 0 && uv_poll_init(r->loop, &r->pid_poll, fd) == 0) {
+				r->pidfd = fd;
+				G.pidfds++;
+				r->pid_poll.data = r;
+				uv_poll_start(&r->pid_poll, UV_READABLE, on_pid);
+				return;
+			}
+			if (fd >= 0)
+				close(fd);
+		}
+		if (r->pidfd < 0)
+			uv_timer_start(&r->wait_timer, on_wait_timer_reap, REAP_RETRY_MS, 0);
+		return;
 	}
+	/* Reaped now, or (w < 0, ECHILD) by someone else. */
+	r->info = si;
+	r->reaped = true;
+	if (r->pid_poll.data)
+		uv_poll_stop(&r->pid_poll);
+	uv_timer_stop(&r->kill_timer);
+	/* init is gone: the channel holds the rest. */
+	if (!r->chan_eof) {
+		while (!chan_read(r, 1 << 10))
+			;
+		r->chan_eof = true;
+		uv_poll_stop(&r->chan_poll);
+	}
+	advance(r);
 }
 
 static void on_pid(uv_poll_t *p, int status, int events)
 {
+	reap(p->data);
+}
+
+static void on_chan(uv_poll_t *p, int status, int events)
+{
 	struct local_run *r = p->data;
-	siginfo_t si;
-	memset(&si, 0, sizeof(si));
-	int w = waitid((idtype_t)P_PIDFD, (id_t)r->pidfd, &si, WEXITED | WNOHANG);
-	if (w == 0 && si.si_pid == 0)
-		return; /* not yet */
-	/* Reaped now, or (w < 0, ECHILD) reaped by someone else: the pidfd is
-	 * readable only once init has exited either way. */
-	r->info = si;
-	r->reaped = true;
-	r->reaped_at = uv_now(r->loop);
-	uv_poll_stop(&r->pid_poll);
-	uv_timer_stop(&r->kill_timer);
-
-	ssize_t n = read(r->status_fd, &r->status, sizeof(r->status));
-	r->have_status = n == (ssize_t)sizeof(r->status) && r->status.magic == UH_INIT_STATUS_MAGIC;
-
-	/* Every process of the namespace is gone: the pipes hold the rest. */
-	if (!r->out_eof && pump(r, r->out_fd, UH_STREAM_STDOUT, 1 << 10))
-		out_eof(r, false);
-	if (!r->err_eof && pump(r, r->err_fd, UH_STREAM_STDERR, 1 << 10))
-		out_eof(r, true);
-	advance(r);
+	if (status < 0 || chan_read(r, 16)) {
+		r->chan_eof = true;
+		uv_poll_stop(&r->chan_poll);
+		reap(r);
+	}
 }
 
 static void on_wait_timer(uv_timer_t *t)
 {
 	advance(t->data);
+}
+
+static void on_wait_timer_reap(uv_timer_t *t)
+{
+	reap(t->data);
 }
 
 static void on_kill_timer(uv_timer_t *t)
@@ -499,6 +480,14 @@ static void on_kill_timer(uv_timer_t *t)
 	r->kill_at = 0;
 	if (r->reaped)
 		return;
+	if (!r->hardstop_sent) {
+		/* init kills the rest and reports, with what the job's pipes
+		 * still hold; if it does not end, it is killed itself. */
+		r->hardstop_sent = true;
+		send_signal(r, UH_INIT_SIG_HARDSTOP);
+		uv_timer_start(&r->kill_timer, on_kill_timer, HARDSTOP_MS, 0);
+		return;
+	}
 	send_signal(r, SIGKILL); /* init's death takes the whole namespace */
 }
 
@@ -626,7 +615,7 @@ static void rm_done(uv_work_t *w, int status)
 		}
 	}
 	if (r->uid_allocated) {
-		uid_free(r->uid, r->uid_claim);
+		uid_free(r->uid);
 		r->uid_allocated = false;
 	}
 	r->finished = true;
@@ -668,27 +657,16 @@ static void clean_up(struct local_run *r)
 }
 
 /* Move the run towards its end; called whenever something it waits on
- * happens. Order: init reaped, pipes at EOF, finished() (init was PID 1 of
- * the run's namespace: the kernel had killed and reaped every other
+ * happens. Order: channel at EOF and init reaped, finished() (init was PID 1
+ * of the run's namespace: the kernel had killed and reaped every other
  * process of it before init's own exit completed), then clean_up(). */
 static void advance(struct local_run *r)
 {
-	if (!r->reaped)
+	if (!r->reaped || !r->chan_eof)
 		return;
 	if (r->finishing) {
 		clean_up(r); /* a cgroup retry */
 		return;
-	}
-	uint64_t now = uv_now(r->loop);
-	if (!r->out_eof || !r->err_eof) {
-		/* A writer outside the namespace holds a pipe (passed over a
-		 * socket): do not wait for it for ever. */
-		if (now - r->reaped_at < DRAIN_MS) {
-			uv_timer_start(&r->wait_timer, on_wait_timer, DRAIN_MS - (now - r->reaped_at), 0);
-			return;
-		}
-		out_eof(r, false);
-		out_eof(r, true);
 	}
 	uv_timer_stop(&r->wait_timer);
 	r->finishing = true;
@@ -745,15 +723,15 @@ fail:
 	return 127;
 }
 
-static pid_t spawn_init(struct spawn_arg *a, bool net_none, int *pidfd)
+static pid_t spawn_init(struct spawn_arg *a, bool net_none)
 {
-	int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD;
+	int flags = CLONE_VM | CLONE_VFORK | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | SIGCHLD;
 	if (net_none)
 		flags |= CLONE_NEWNET;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pid_t pid = clone(spawn_child, (char *)G.stack + sysconf(_SC_PAGESIZE) + SPAWN_STACK, flags, a, pidfd);
+	pid_t pid = clone(spawn_child, (char *)G.stack + sysconf(_SC_PAGESIZE) + SPAWN_STACK, flags, a);
 	int e = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	errno = e;
@@ -893,10 +871,10 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 	if (!r)
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory starting run '%s'", h->run_id);
 	r->loop = h->loop;
-	r->pidfd = r->out_fd = r->err_fd = r->status_fd = r->uid_claim = -1;
+	r->chan = r->pidfd = -1;
 	snprintf(r->run_id, sizeof(r->run_id), "%s", h->run_id);
 
-	int exe_fd = -1, pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}}, cgfds[UH_CG_MAX], ncg = 0;
+	int exe_fd = -1, chan[2] = {-1, -1}, cgfds[UH_CG_MAX], ncg = 0;
 	struct strv argv = {0}, envp = {0};
 	bool scratch_made = false, cg_made = false;
 	char scratch[PATH_MAX];
@@ -914,7 +892,7 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 		gid = G.user_gid;
 	} else {
 		uint32_t u = 0;
-		int e = uid_alloc(cfg->local.uid_min, cfg->local.uid_max, &u, &r->uid_claim);
+		int e = uid_alloc(cfg->local.uid_min, cfg->local.uid_max, &u);
 		if (e) {
 			rc = uh_error_set(
 			    err, UH_E_UNAVAILABLE, "backend_unavailable", "no free uid in local.uid_range [%u, %u]: %s",
@@ -958,13 +936,10 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 		goto fail;
 	cg_made = true;
 
-	for (int i = 0; i < 3; i++)
-		if (pipe2(pipes[i], O_CLOEXEC)) {
-			rc = uh_error_set(err, UH_E_INTERNAL, NULL, "pipe: %s", strerror(errno));
-			goto fail;
-		}
-	for (int i = 0; i < 3; i++)
-		fcntl(pipes[i][0], F_SETFL, O_NONBLOCK);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, chan)) {
+		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "cannot create the run's channel: %s", strerror(errno));
+		goto fail;
+	}
 
 	strv_push(&argv, UH_INIT_NAME);
 	strv_push(&argv, "local");
@@ -986,32 +961,28 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 		goto fail;
 	}
 
-	/* Watch the pipes before the spawn: less can fail once the run exists. */
-	if (uv_poll_init(r->loop, &r->out_poll, pipes[0][0]) == 0)
-		r->out_poll.data = r;
-	if (uv_poll_init(r->loop, &r->err_poll, pipes[1][0]) == 0)
-		r->err_poll.data = r;
-	if (!r->out_poll.data || !r->err_poll.data) {
-		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "cannot watch the run's pipes");
+	/* Watch the channel before the spawn: less can fail once the run exists. */
+	if (uv_poll_init(r->loop, &r->chan_poll, chan[0])) {
+		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "cannot watch the run's channel");
 		goto fail;
 	}
+	r->chan_poll.data = r;
 	uv_timer_init(r->loop, &r->kill_timer);
 	uv_timer_init(r->loop, &r->wait_timer);
 	r->kill_timer.data = r->wait_timer.data = r;
 
 	struct spawn_arg a = {.init_fd = G.init_fd, .argv = argv.v, .envp = envp.v};
 	a.fds[UH_INIT_FD_STDIN] = G.null_fd;
-	a.fds[UH_INIT_FD_STDOUT] = pipes[0][1];
-	a.fds[UH_INIT_FD_STDERR] = pipes[1][1];
+	a.fds[UH_INIT_FD_STDOUT] = G.null_fd;
+	a.fds[UH_INIT_FD_STDERR] = G.null_fd;
 	a.fds[UH_INIT_FD_EXEC] = exe_fd;
-	a.fds[UH_INIT_FD_STATUS] = pipes[2][1];
+	a.fds[UH_INIT_FD_CHAN] = chan[1];
 	a.fds[UH_INIT_FD_LIFELINE] = G.life_r;
 	for (int i = 0; i < ncg; i++)
 		a.fds[UH_INIT_FD_CGROUP + i] = cgfds[i];
 	a.nfds = UH_INIT_FD_CGROUP + ncg;
 
-	int pidfd = -1;
-	pid_t pid = spawn_init(&a, conf.net_none, &pidfd);
+	pid_t pid = spawn_init(&a, conf.net_none);
 	int spawn_errno = errno;
 	strv_free(&envp); /* wipes the secrets */
 	strv_free(&argv);
@@ -1022,37 +993,19 @@ static int local_start(struct uh_run_handle *h, const struct uh_run_spec *spec, 
 	}
 	if (a.err) {
 		siginfo_t si;
-		waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED);
-		close(pidfd);
+		waitid(P_PID, (id_t)pid, &si, WEXITED);
 		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "cannot execute uhub-init: %s", strerror(a.err));
 		goto fail;
 	}
-	r->pidfd = pidfd;
-	if (uv_poll_init(r->loop, &r->pid_poll, pidfd)) {
-		/* Cannot watch it: the run must not exist either. */
-		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-		siginfo_t si;
-		waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED);
-		uh_cg_destroy_sync(r->run_id, 3000);
-		rc = uh_error_set(err, UH_E_INTERNAL, NULL, "cannot watch the run's process");
-		goto fail;
-	}
-	r->pid_poll.data = r;
 
-	/* The parent keeps the read ends only. */
-	close(pipes[0][1]);
-	close(pipes[1][1]);
-	close(pipes[2][1]);
+	/* The daemon keeps its end of the channel only. */
+	close(chan[1]);
 	close(exe_fd);
 	for (int i = 0; i < ncg; i++)
 		close(cgfds[i]);
-	r->out_fd = pipes[0][0];
-	r->err_fd = pipes[1][0];
-	r->status_fd = pipes[2][0];
-	uv_poll_start(&r->pid_poll, UV_READABLE, on_pid);
-	uv_poll_start(&r->out_poll, UV_READABLE, on_output);
-	uv_poll_start(&r->err_poll, UV_READABLE, on_output);
-	r->polling_out = r->polling_err = true;
+	r->pid = pid;
+	r->chan = chan[0];
+	uv_poll_start(&r->chan_poll, UV_READABLE, on_chan);
 
 	/* Backstop: the supervisor stops runs at their timeout; if it ever
 	 * does not, the run is killed anyway a little after timeout + grace. */
@@ -1073,10 +1026,9 @@ fail:
 		close(exe_fd);
 	for (int i = 0; i < ncg; i++)
 		close(cgfds[i]);
-	for (int i = 0; i < 3; i++)
-		for (int j = 0; j < 2; j++)
-			if (pipes[i][j] >= 0)
-				close(pipes[i][j]);
+	for (int i = 0; i < 2; i++)
+		if (chan[i] >= 0)
+			close(chan[i]);
 	strv_free(&envp);
 	strv_free(&argv);
 	if (cg_made)
@@ -1096,7 +1048,7 @@ static void local_stop(struct uh_run_handle *h, int64_t grace_ms)
 	struct local_run *r = lh->run;
 	if (!r || r->reaped)
 		return;
-	if (!r->stop_sent) {
+	if (!r->stop_sent && grace_ms > 0) {
 		r->stop_sent = true;
 		send_signal(r, SIGTERM); /* init forwards it to every process */
 	}
@@ -1127,13 +1079,13 @@ static void local_release(struct uh_run_handle *h)
 		if (!r->reaped) {
 			send_signal(r, SIGKILL);
 			siginfo_t si;
-			waitid((idtype_t)P_PIDFD, (id_t)r->pidfd, &si, WEXITED);
+			waitid(P_PID, (id_t)r->pid, &si, WEXITED);
 			r->reaped = true;
 		}
 		uh_cg_destroy_sync(r->run_id, 3000);
 		local_scratch_remove(r->root, r->run_id);
 		if (r->uid_allocated) {
-			uid_free(r->uid, r->uid_claim);
+			uid_free(r->uid);
 			r->uid_allocated = false;
 		}
 		r->finishing = r->finished = true;
@@ -1294,7 +1246,6 @@ static int local_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_er
 	G.life_w = life[1];
 	if (!G.fixed_user) {
 		uid_claim_open();
-		uid_claim_sweep(cfg->local.uid_min, cfg->local.uid_max);
 	}
 	long page = sysconf(_SC_PAGESIZE);
 	G.stack = mmap(NULL, (size_t)page + SPAWN_STACK, PROT_READ | PROT_WRITE,
@@ -1331,7 +1282,7 @@ static void local_shutdown(void)
 		uv_run(G.loop, UV_RUN_ONCE);
 	G.loop = NULL;
 	pool_drop();
-	int *fds[] = {&G.init_fd, &G.null_fd, &G.life_r, &G.life_w, &G.claim_dir};
+	int *fds[] = {&G.init_fd, &G.null_fd, &G.life_r, &G.life_w, &G.claim_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
 		if (*fds[i] >= 0)
 			close(*fds[i]);
@@ -1417,6 +1368,7 @@ const struct uh_backend_ops uh_backend_local = {
     .name = "local",
     .caps = UH_CAP_CANCEL | UH_CAP_STREAMS_LOGS | UH_CAP_EXIT_CODE,
     .state_size = sizeof(struct local_handle),
+    .fds_per_run = 1, /* the channel */
     .init = local_init,
     .shutdown = local_shutdown,
     .validate = local_validate,

@@ -1,19 +1,25 @@
 /* The wire between the Local backend (daemon side) and uhub-init (PID 1 of
- * each Local run): fixed descriptor numbers, the argv words, and the status
- * record init writes when the job's main process ends. Header only: uhub-init
- * is a static, libc-only binary and shares nothing else with the daemon. */
+ * each Local run): fixed descriptor numbers, the argv words, and the records
+ * init sends on its channel. Header only: uhub-init is a static, libc-only
+ * binary and shares nothing else with the daemon.
+ *
+ * The channel is the only descriptor the daemon holds per run in flight (a
+ * daemon limited to 20,000 descriptors runs ~19,000 runs at once): init
+ * reads the job's stdout and stderr pipes itself and forwards what they
+ * hold, then the status record, then exits (EOF on the channel). */
 #ifndef UH_BACKEND_LOCAL_PROTO_H
 #define UH_BACKEND_LOCAL_PROTO_H
 
+#include <signal.h>
 #include <stdint.h>
 
 /* Descriptors uhub-init finds open when it starts (mode "local"). */
 enum {
-	UH_INIT_FD_STDIN = 0,    /* /dev/null */
-	UH_INIT_FD_STDOUT = 1,   /* run's stdout pipe */
-	UH_INIT_FD_STDERR = 2,   /* run's stderr pipe */
+	UH_INIT_FD_STDIN = 0,    /* /dev/null (the job's stdin) */
+	UH_INIT_FD_STDOUT = 1,   /* /dev/null: init writes nothing there */
+	UH_INIT_FD_STDERR = 2,   /* /dev/null */
 	UH_INIT_FD_EXEC = 3,     /* O_PATH fd of the checked job executable, no O_CLOEXEC */
-	UH_INIT_FD_STATUS = 4,   /* write end of the status pipe */
+	UH_INIT_FD_CHAN = 4,     /* init's end of the run's channel (SOCK_SEQPACKET) */
 	UH_INIT_FD_LIFELINE = 5, /* read end of the daemon's lifeline: EOF = daemon gone */
 	UH_INIT_FD_CGROUP = 6,   /* first of `cg=N` cgroup.procs fds, written "0" to join */
 };
@@ -30,6 +36,22 @@ enum {
 /* Exit status of an init that killed its run because the lifeline closed
  * (it writes no status record then). */
 #define UH_INIT_EXIT_LIFELINE 113
+
+/* Sent by the daemon to init at the end of a stop's grace: init kills every
+ * other process of the run at once, forwards what their pipes still hold
+ * and reports the job killed by SIGKILL. (SIGKILL to init itself would lose
+ * output the pipes hold; the daemon does that only if init does not end.) */
+#define UH_INIT_SIG_HARDSTOP SIGALRM
+
+/* Channel records, one per SOCK_SEQPACKET message: a kind byte, then the
+ * payload: output bytes (at most UH_INIT_MSG_MAX) or one struct
+ * uh_init_status, the last record init sends. */
+enum uh_init_msg_kind {
+	UH_INIT_MSG_STDOUT = 1,
+	UH_INIT_MSG_STDERR = 2,
+	UH_INIT_MSG_STATUS = 3,
+};
+#define UH_INIT_MSG_MAX 65536
 
 #define UH_INIT_STATUS_MAGIC 0x75686931u /* "uhi1" */
 
@@ -53,7 +75,7 @@ enum uh_init_step {
 	UH_INIT_STEP_NETWORK,
 };
 
-/* Written once, in one write() (smaller than PIPE_BUF, so atomic). */
+/* The payload of the UH_INIT_MSG_STATUS record. */
 struct uh_init_status {
 	uint32_t magic;
 	int32_t kind;

@@ -48,6 +48,7 @@ struct active {
 	struct uh_run_handle *h;
 	uv_timer_t timeout;
 	bool timer_live;
+	unsigned fds; /* its share of the descriptor budget */
 	enum stop_reason stop;
 	int64_t offset; /* bytes of output seen so far */
 	int64_t head_max, tail_max;
@@ -118,7 +119,8 @@ struct uh_supervisor {
 	size_t n_active;
 	struct slot_count *slots[NBUCKETS];
 	bool waiting_for_slot; /* a queued run is held back by max_concurrent */
-	size_t max_inflight;   /* what the descriptor limit allows (fd_budget) */
+	size_t fd_budget;      /* descriptors runs in flight may hold (fd_budget) */
+	size_t fds_active;     /* ... and hold, by their backends' fds_per_run */
 	bool fd_cap_said;
 
 	pthread_mutex_t lock; /* guards kicked and cancels */
@@ -188,12 +190,21 @@ static struct active *find_active(struct uh_supervisor *s, const char *id)
 	return NULL;
 }
 
+/* Descriptors a run of this backend holds in flight. */
+static unsigned run_fds(const struct uh_run *run)
+{
+	const struct uh_backend_ops *ops = uh_backend_find(run->backend);
+	return ops && ops->fds_per_run ? ops->fds_per_run : UH_BACKEND_FDS_DEFAULT;
+}
+
 static void add_active(struct uh_supervisor *s, struct active *a)
 {
 	unsigned b = hash_id(a->run->id);
 	a->next_in_bucket = s->buckets[b];
 	s->buckets[b] = a;
 	s->n_active++;
+	a->fds = run_fds(a->run);
+	s->fds_active += a->fds;
 	slot_add(s, a->run->job_id, 1);
 	slot_add(s, a->run->project_id, 1);
 }
@@ -204,6 +215,7 @@ static void remove_active(struct uh_supervisor *s, struct active *a)
 		if (*p == a) {
 			*p = a->next_in_bucket;
 			s->n_active--;
+			s->fds_active -= a->fds;
 			slot_add(s, a->run->job_id, -1);
 			slot_add(s, a->run->project_id, -1);
 			return;
@@ -911,7 +923,7 @@ static void dispatch(struct uh_supervisor *s)
 				held++;
 				continue;
 			}
-			if (!runs[i]->cancel_requested && s->n_active >= s->max_inflight) {
+			if (!runs[i]->cancel_requested && s->fds_active + run_fds(runs[i]) > s->fd_budget) {
 				/* Out of descriptors the next run would need: it waits
 				 * queued rather than fail (or take the daemon down). */
 				if (!s->fd_cap_said)
@@ -1115,16 +1127,17 @@ void uh_supervisor_cancel(void *arg, const char *run_id)
 	uv_async_send(&s->wake);
 }
 
-/* Runs in flight the descriptor limit allows: each holds a few (a pidfd and
- * pipes for Local, sockets for Docker and webhooks; 6 is generous), and
- * the API, the store and the loop keep a reserve. */
+/* Descriptors runs in flight may hold together: the limit less a reserve
+ * for the API, the store, the loop and what a run opens for a moment while
+ * it starts or ends. Each run counts its backend's fds_per_run (one for
+ * Local, sockets for Docker and webhooks). */
 static size_t fd_budget(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
 		return SIZE_MAX;
-	size_t n = rl.rlim_cur > 512 ? (size_t)(rl.rlim_cur - 512) / 6 : 0;
-	return n < 16 ? 16 : n;
+	size_t n = rl.rlim_cur > 512 ? (size_t)(rl.rlim_cur - 512) : 0;
+	return n < 32 ? 32 : n; /* a tiny limit still runs a few */
 }
 
 int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_config *cfg, struct uh_supervisor **out,
@@ -1134,7 +1147,7 @@ int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_c
 	if (!s)
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	s->loop = loop;
-	s->max_inflight = fd_budget();
+	s->fd_budget = fd_budget();
 	s->store = store;
 	s->cfg = cfg;
 	pthread_mutex_init(&s->lock, NULL);

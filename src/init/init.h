@@ -7,19 +7,22 @@
 
 #include <stdnoreturn.h>
 
-/* Write the fixed-size status record to `fd` (ignored if fd < 0). */
-void uh_init_status_write(int fd, int kind, int code, int err);
+/* Send the status record on the channel `chan` (ignored if chan < 0). */
+void uh_init_status_write(int chan, int kind, int code, int err);
 
-/* Report a setup failure on stderr and on the status fd, then exit. */
-noreturn void uh_init_fail(int status_fd, int step, int err, const char *what);
+/* Report a setup failure on the run's stderr and as the status record on
+ * the channel, then exit. */
+noreturn void uh_init_fail(int chan, int step, int err, const char *what);
 
 /* Start the job (execveat(exec_fd, "", argv, envp, AT_EMPTY_PATH) in a
- * child) and act as PID 1 until its main process ends: forward SIGTERM,
- * SIGINT and SIGHUP to every process of the namespace, reap every zombie,
- * write the status record to status_fd, exit. EOF or error on lifeline_fd
- * (if >= 0) means the daemon is gone: kill everything and exit. Every signal
- * must be blocked on entry. */
-noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int status_fd, int lifeline_fd);
+ * child, its stdout and stderr pipes init reads) and act as PID 1 until its
+ * main process ends: forward the pipes' output on the channel, forward
+ * SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 to every process of the
+ * namespace (UH_INIT_SIG_HARDSTOP: SIGKILL them), reap every zombie, send
+ * the status record, exit. EOF or error on lifeline_fd (if >= 0), or a
+ * channel that fails, means the daemon is gone: kill everything and exit.
+ * Every signal must be blocked on entry. */
+noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan, int lifeline_fd);
 
 int uh_init_local(int argc, char **argv, char **envp);
 

@@ -140,17 +140,17 @@ static void private_tmp(const char *dir, const char *const keep[], const int kee
 	if (lstat(dir, &st) || !S_ISDIR(st.st_mode))
 		return; /* absent, or a symlink to one we already replaced */
 	if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777"))
-		uh_init_fail(UH_INIT_FD_STATUS, UH_INIT_STEP_MOUNT, errno, "mount tmpfs");
+		uh_init_fail(UH_INIT_FD_CHAN, UH_INIT_STEP_MOUNT, errno, "mount tmpfs");
 	for (size_t i = 0; i < nkeep; i++) {
 		if (!under(keep[i], dir))
 			continue;
 		char src[64];
 		int r = mkdirs(keep[i]);
 		if (r)
-			uh_init_fail(UH_INIT_FD_STATUS, UH_INIT_STEP_MOUNT, -r, "mkdir in tmpfs");
+			uh_init_fail(UH_INIT_FD_CHAN, UH_INIT_STEP_MOUNT, -r, "mkdir in tmpfs");
 		snprintf(src, sizeof(src), "/proc/self/fd/%d", keepfd[i]);
 		if (mount(src, keep[i], NULL, MS_BIND | MS_REC, NULL))
-			uh_init_fail(UH_INIT_FD_STATUS, UH_INIT_STEP_MOUNT, errno, "bind scratch dir");
+			uh_init_fail(UH_INIT_FD_CHAN, UH_INIT_STEP_MOUNT, errno, "bind scratch dir");
 	}
 }
 
@@ -162,16 +162,16 @@ static void loopback_up(void)
 	memset(&ifr, 0, sizeof(ifr));
 	memcpy(ifr.ifr_name, "lo", 3);
 	if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr))
-		uh_init_fail(UH_INIT_FD_STATUS, UH_INIT_STEP_NETWORK, errno, "loopback");
+		uh_init_fail(UH_INIT_FD_CHAN, UH_INIT_STEP_NETWORK, errno, "loopback");
 	ifr.ifr_flags |= IFF_UP;
 	if (ioctl(s, SIOCSIFFLAGS, &ifr))
-		uh_init_fail(UH_INIT_FD_STATUS, UH_INIT_STEP_NETWORK, errno, "loopback");
+		uh_init_fail(UH_INIT_FD_CHAN, UH_INIT_STEP_NETWORK, errno, "loopback");
 	close(s);
 }
 
 int uh_init_local(int argc, char **argv, char **envp)
 {
-	const int sfd = UH_INIT_FD_STATUS;
+	const int sfd = UH_INIT_FD_CHAN; /* where failures are reported */
 	struct local_args a = {0};
 	if (parse(argc, argv, &a))
 		uh_init_fail(sfd, UH_INIT_STEP_ARGS, EINVAL, "bad arguments");
@@ -181,7 +181,7 @@ int uh_init_local(int argc, char **argv, char **envp)
 	/* Nothing but our fixed descriptors may reach the job. */
 	if (syscall(SYS_close_range, (unsigned)(UH_INIT_FD_CGROUP + a.ncg), ~0u, 0))
 		uh_init_fail(sfd, UH_INIT_STEP_ARGS, errno, "close_range");
-	fcntl(UH_INIT_FD_STATUS, F_SETFD, FD_CLOEXEC);
+	fcntl(UH_INIT_FD_CHAN, F_SETFD, FD_CLOEXEC);
 	fcntl(UH_INIT_FD_LIFELINE, F_SETFD, FD_CLOEXEC);
 
 	/* Join the run's cgroups before anything can fork. */
@@ -246,5 +246,5 @@ int uh_init_local(int argc, char **argv, char **envp)
 	if (poll(&life, 1, 0) != 0)
 		_exit(UH_INIT_EXIT_LIFELINE);
 
-	uh_init_supervise(UH_INIT_FD_EXEC, a.argv, envp, UH_INIT_FD_STATUS, UH_INIT_FD_LIFELINE);
+	uh_init_supervise(UH_INIT_FD_EXEC, a.argv, envp, UH_INIT_FD_CHAN, UH_INIT_FD_LIFELINE);
 }
