@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -319,7 +318,6 @@ struct local_run {
 	siginfo_t info;
 	bool have_status;
 	struct uh_init_status status;
-	struct uh_run_result res;
 };
 
 static void run_free(struct local_run *r)
@@ -497,9 +495,8 @@ static const char *signame(int sig)
 	return s ? s : "?";
 }
 
-static void make_result(struct local_run *r)
+static void make_result(struct local_run *r, struct uh_run_result *res)
 {
-	struct uh_run_result *res = &r->res;
 	memset(res, 0, sizeof(*res));
 	if (r->have_status) {
 		const struct uh_init_status *st = &r->status;
@@ -672,9 +669,10 @@ static void advance(struct local_run *r)
 	r->finishing = true;
 	G.cleaning++;
 	r->oom = uh_cg_oom(r->run_id);
-	make_result(r);
+	struct uh_run_result res;
+	make_result(r, &res);
 	if (r->h && !r->released)
-		r->h->host->finished(r->h, &r->res); /* may release the handle */
+		r->h->host->finished(r->h, &res); /* may release the handle */
 	clean_up(r);
 }
 

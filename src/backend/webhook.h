@@ -120,7 +120,7 @@ enum uh_wh_flow { UH_WH_FLOW_GENERIC = 0, UH_WH_FLOW_JENKINS, UH_WH_FLOW_AZURE }
 enum uh_wh_auth { UH_WH_AUTH_BEARER = 0, UH_WH_AUTH_RAW, UH_WH_AUTH_BASIC, UH_WH_AUTH_BODY };
 
 struct uh_wh_conf {
-	json_t *j;             /* the expanded config (owned) */
+	json_t *j;             /* the expanded config (owned); the strings below are j's or literals */
 	const char *preset;    /* NULL or "gitlab", "jenkins", "azure_function" */
 	const char *url;       /* trigger URL template */
 	const char *method;    /* "POST"... */

@@ -682,7 +682,7 @@ static int expand_jenkins(const json_t *in, json_t *j, struct uh_wh_conf *c, str
 	set_str(j, "method", "POST");
 	c->flow = UH_WH_FLOW_JENKINS;
 	c->auth = UH_WH_AUTH_BASIC;
-	c->basic_user = user;
+	c->basic_user = json_string_value(json_object_get(j, "user")); /* j's: `in` is the caller's */
 	if (!json_object_get(in, "token_secret"))
 		return uh_error_set(err, UH_E_INVALID_CONFIG, P ".token_secret",
 		                    "'" P ".token_secret' is required with preset jenkins (the user's API token)");
@@ -753,8 +753,8 @@ int uh_wh_conf_load(const struct uh_config *cfg, const json_t *config, struct uh
 	}
 	if (rc)
 		goto fail;
-	c->preset = preset;
 	json_t *j = c->j;
+	c->preset = json_string_value(json_object_get(j, "preset")); /* j's: `config` is the caller's */
 	const char *mode = NULL, *tok = NULL, *ah = NULL;
 	if ((rc = get_s(j, "url", true, 2048, &c->url, err)) || (rc = get_s(j, "method", false, 8, &c->method, err)) ||
 	    (rc = get_s(j, "mode", true, 32, &mode, err)) || (rc = get_s(j, "token_secret", false, 200, &tok, err)) ||
