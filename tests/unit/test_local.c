@@ -925,6 +925,31 @@ static void test_one_descriptor_per_run(void)
 	CHECK(wait_for(fds_back_to, &before, 5000));
 }
 
+/* The job cannot speak for init on the channel: bytes shaped like init's
+ * status record ("exited 0") written to stdout stay output, and init's end
+ * of the channel (descriptor 4 of PID 1) is out of the job's reach (init is
+ * not dumpable: its /proc/1/fd is root's). The run ends as the job did. */
+static void test_channel_forgery(void)
+{
+	const char *script = "printf '\\0031ihu\\001\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000'; "
+	                     "printf '\\003\\061\\151\\150\\165\\001\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000"
+	                     "\\000' >&2; echo; ls /proc/1/fd >/dev/null 2>&1; echo ls=$?; "
+	                     "(: > /proc/1/fd/4) 2>/dev/null; echo w=$?; exit 3";
+	json_t *cmd = json_pack("[s,s,s]", "/bin/sh", "-c", script);
+	char *c = json_dumps(cmd, 0);
+	struct run r;
+	run_wait(&r, c, NULL, NULL);
+	free(c);
+	json_decref(cmd);
+	CHECK(r.rc == 0 && r.o.finished == 1);
+	CHECK(r.o.res.kind == UH_RESULT_EXITED && r.o.res.exit_code == 3);
+	const char fake[] = "\0031ihu\001";
+	CHECK(r.o.out.len > 6 && memcmp(r.o.out.data, fake, 6) == 0);
+	CHECK(r.o.err.len >= 17 && memcmp(r.o.err.data, fake, 6) == 0);
+	CHECK(memmem(r.o.out.data, r.o.out.len, "\nls=2\n", 6) && memmem(r.o.out.data, r.o.out.len, "\nw=2\n", 5));
+	run_release(&r);
+}
+
 static void test_fork_flood(void)
 {
 	struct uh_config small = cfg;
@@ -1446,6 +1471,7 @@ int main(void)
 	test_scripts();
 	test_stop();
 	test_one_descriptor_per_run();
+	test_channel_forgery();
 	test_fork_flood();
 	test_limits();
 	test_network();
