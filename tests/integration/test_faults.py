@@ -93,6 +93,13 @@ def test_a_full_disk_under_the_store_gives_clean_errors_and_recovers(small_store
         r = c.post(f"/jobs/{loud['id']}/runs", {})
         if clean_or_ok(r, f"trigger {i} on a full disk"):
             acked.append(r.json()["id"])
+            if len(acked) == 1:
+                # Let the first one be dispatched (its `running` commit)
+                # before the requests below take the last of the space: a
+                # run must end while the disk is full, not wait queued.
+                first = acked[0]
+                wait_for(lambda: c.get(f"/runs/{first}").json()["status"] != "queued", 10,
+                         "the first run accepted on the nearly full disk to be dispatched", interval=0.02)
         else:
             refused += 1
         r = c.post("/projects", {"name": f"full-{i}", "environment": "dev", "execution_backend": "local",
@@ -110,7 +117,13 @@ def test_a_full_disk_under_the_store_gives_clean_errors_and_recovers(small_store
         lines = [l for l in s.read_log().splitlines() if " finished: " in l]
         return [rid for rid in acked if any(f"run={rid} " in l for l in lines)]
 
-    ended = wait_for(ended_on_full_disk, 30, "a run to end while the disk is full", interval=0.1)
+    assert acked, f"no trigger fitted in the slack ({refused} refused):\n" + s.read_log()[-2000:]
+    try:
+        ended = wait_for(ended_on_full_disk, 30, "a run to end while the disk is full", interval=0.1)
+    except AssertionError:
+        statuses = [c.get(f"/runs/{rid}").json()["status"] for rid in acked]
+        raise AssertionError(f"no run ended while the disk was full; runs {statuses}; log:\n"
+                             + s.read_log()[-3000:])
     assert acked and refused, f"the full disk was not hit: {len(acked)} accepted, {refused} refused"
     assert s.proc.poll() is None, "the daemon died on a full disk:\n" + s.read_log()[-2000:]
     assert requests.get(s.url + "/healthz", timeout=10).status_code == 200
