@@ -314,7 +314,7 @@ struct local_run {
 	int rm_result;
 	uint32_t slot;        /* pool slot its dir is parked in ... */
 	bool parking, parked; /* ... when asked, and when done */
-	bool stop_sent, hardstop_sent, reaped, chan_eof, cg_done, rm_queued, oom, finishing, finished, released;
+	bool stop_sent, hardstop_sent, reaped, cg_done, rm_queued, oom, finishing, finished, released;
 	siginfo_t info;
 	bool have_status;
 	struct uh_init_status status;
@@ -403,8 +403,9 @@ static bool chan_read(struct local_run *r, int max)
 static void on_pid(uv_poll_t *p, int status, int events);
 static void on_wait_timer_reap(uv_timer_t *t);
 
-/* init has closed its channel: reap it, now or as soon as it is a zombie
- * (its exit ends with killing the namespace's other processes). */
+/* init has closed its channel (read to its end): reap it, now or as soon
+ * as it is a zombie (its exit ends with killing the namespace's other
+ * processes). Called only after that EOF, so reaped implies it. */
 static void reap(struct local_run *r)
 {
 	if (r->reaped)
@@ -437,13 +438,6 @@ static void reap(struct local_run *r)
 	if (r->pid_poll.data)
 		uv_poll_stop(&r->pid_poll);
 	uv_timer_stop(&r->kill_timer);
-	/* init is gone: the channel holds the rest. */
-	if (!r->chan_eof) {
-		while (!chan_read(r, 1 << 10))
-			;
-		r->chan_eof = true;
-		uv_poll_stop(&r->chan_poll);
-	}
 	advance(r);
 }
 
@@ -456,7 +450,6 @@ static void on_chan(uv_poll_t *p, int status, int events)
 {
 	struct local_run *r = p->data;
 	if (status < 0 || chan_read(r, 16)) {
-		r->chan_eof = true;
 		uv_poll_stop(&r->chan_poll);
 		reap(r);
 	}
@@ -654,12 +647,12 @@ static void clean_up(struct local_run *r)
 }
 
 /* Move the run towards its end; called whenever something it waits on
- * happens. Order: channel at EOF and init reaped, finished() (init was PID 1
- * of the run's namespace: the kernel had killed and reaped every other
- * process of it before init's own exit completed), then clean_up(). */
+ * happens. Order: channel at EOF, init reaped (reap()), finished() (init
+ * was PID 1 of the run's namespace: the kernel had killed and reaped every
+ * other process of it before init's own exit completed), then clean_up(). */
 static void advance(struct local_run *r)
 {
-	if (!r->reaped || !r->chan_eof)
+	if (!r->reaped)
 		return;
 	if (r->finishing) {
 		clean_up(r); /* a cgroup retry */
@@ -1242,9 +1235,7 @@ static int local_init(const struct uh_config *cfg, uv_loop_t *loop, struct uh_er
 	}
 	G.life_r = life[0];
 	G.life_w = life[1];
-	if (!G.fixed_user) {
-		uid_claim_open();
-	}
+	uid_claim_open(); /* whatever local.user is now: a reload may unset it */
 	long page = sysconf(_SC_PAGESIZE);
 	G.stack = mmap(NULL, (size_t)page + SPAWN_STACK, PROT_READ | PROT_WRITE,
 	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);

@@ -42,10 +42,11 @@ const char *local_env_name_refused(const char *name, bool allow_uhub);
 
 /* ---- local_fs.c: scratch directories ---- */
 
-/* Make the work root (0711, root-owned, not group/other-writable; created
- * with its parents if missing) and return its resolved path (malloc'd). */
 /* mkdir -p: parents 0755, the last `mode`; an existing one is fine. -errno. */
 int local_mkdir_p(const char *path, mode_t mode);
+
+/* Make the work root (0711, root-owned, not group/other-writable; created
+ * with its parents if missing) and return its resolved path (malloc'd). */
 int local_work_root(const char *path, char **resolved, struct uh_error *err);
 
 /* Create <root>/<run_id> (0700) with home/ and tmp/ inside, all owned by

@@ -120,7 +120,7 @@ struct uh_supervisor {
 	size_t n_active;
 	struct slot_count *slots[NBUCKETS];
 	bool waiting_for_slot; /* a queued run is held back by max_concurrent */
-	size_t fd_budget;      /* descriptors runs in flight may hold (fd_budget) */
+	size_t fds_max;        /* descriptors runs in flight may hold (fd_budget) */
 	size_t fds_active;     /* ... and hold, by their backends' fds_per_run */
 	bool fd_cap_said;
 
@@ -946,7 +946,7 @@ static void dispatch(struct uh_supervisor *s)
 				held++;
 				continue;
 			}
-			if (!runs[i]->cancel_requested && s->fds_active + run_fds(runs[i]) > s->fd_budget) {
+			if (!runs[i]->cancel_requested && s->fds_active + run_fds(runs[i]) > s->fds_max) {
 				/* Out of descriptors the next run would need: it waits
 				 * queued rather than fail (or take the daemon down). */
 				if (!s->fd_cap_said)
@@ -1170,7 +1170,7 @@ int uh_supervisor_new(uv_loop_t *loop, struct uh_store *store, const struct uh_c
 	if (!s)
 		return uh_error_set(err, UH_E_INTERNAL, NULL, "out of memory");
 	s->loop = loop;
-	s->fd_budget = fd_budget();
+	s->fds_max = fd_budget();
 	s->store = store;
 	s->cfg = cfg;
 	pthread_mutex_init(&s->lock, NULL);

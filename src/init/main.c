@@ -4,9 +4,9 @@
  *                            limits and identity, then run the job (local.c)
  *
  * Modes share the supervision loop below: start the job, forward its
- * output and polite signals to the whole PID namespace, reap every zombie,
- * report how the main process ended, exit (the kernel then kills whatever is left in the
- * namespace). libc only: no NSS, no allocation after start-up. */
+ * output to the daemon and polite signals to the whole PID namespace, reap
+ * every zombie, report how the main process ended, exit (the kernel then
+ * kills whatever is left in the namespace). libc only: no NSS, no allocation after start-up. */
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
