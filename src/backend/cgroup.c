@@ -24,11 +24,24 @@ enum ctl { CTL_PIDS = 1u << 0, CTL_MEMORY = 1u << 1, CTL_CPU = 1u << 2 };
 static const char *const ctl_names[] = {"pids", "memory", "cpu"};
 #define CTL_ALL (CTL_PIDS | CTL_MEMORY | CTL_CPU)
 
+/* Emptied run cgroups kept per hierarchy for later runs. Creating a memory
+ * cgroup and removing it cost ~0.75 ms of CPU in the caller plus the
+ * kernel's offline work (shrinker maps allocated, reparented and freed per
+ * cgroup); renaming one costs ~3 us. */
+#define POOL_MAX 32
+/* ... if they hold at most this much memory (the page cache of what the
+ * last run read stays charged; a smaller limit written later reclaims it
+ * synchronously, on the supervisor's thread). */
+#define POOL_MAX_USAGE (32ll << 20)
+
 struct hier {
 	char parent[PATH_MAX]; /* <mount>/uhub */
 	bool v2;
-	bool can_kill; /* v2 cgroup.kill */
-	unsigned ctls; /* controllers whose limits we set here */
+	bool can_kill;   /* v2 cgroup.kill */
+	bool can_rename; /* v1 only: the kernel refuses to rename a v2 cgroup */
+	unsigned ctls;   /* controllers whose limits we set here */
+	int npool;
+	unsigned pool[POOL_MAX]; /* parked cgroups, named pool-<pid>-<n> */
 };
 
 static struct {
@@ -39,6 +52,8 @@ static struct {
 	long ncpu; /* CPUs the daemon (and so every run) may use */
 	char warning[256];
 	char describe[128];
+	pid_t pid;          /* in the pool's names: the `uhub` parents are shared by every daemon of the host */
+	unsigned pool_next; /* the next pool name */
 } L;
 static pthread_once_t layout_once = PTHREAD_ONCE_INIT;
 
@@ -130,6 +145,7 @@ static void add_hier(const char *mount, bool v2, unsigned ctls)
 		return;
 	h->v2 = v2;
 	h->ctls = ctls;
+	h->can_rename = !v2;
 	if (v2) {
 		/* The parent passes its controllers down to each run's cgroup. */
 		for (int i = 0; i < 3; i++) {
@@ -180,6 +196,7 @@ static void detect(void)
 		fclose(f);
 	}
 
+	L.pid = getpid();
 	cpu_set_t cpus;
 	L.ncpu = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
 	long online = sysconf(_SC_NPROCESSORS_ONLN);
@@ -284,17 +301,27 @@ static bool cpu_binds(const struct uh_cg_limits *lim)
 	return lim->cpu_milli > 0 && (L.ncpu <= 0 || lim->cpu_milli < L.ncpu * 1000);
 }
 
-static int set_limits(const struct hier *h, const char *dir, const struct uh_cg_limits *lim)
+/* Write the run's limits. A reused cgroup (`reset`) still has the last
+ * run's: every limit is written then, "none" included, and in v1 the
+ * memory+swap limit is lifted first (it may never be below the memory
+ * limit, so raising the memory limit past the old one would fail). */
+static int set_limits(const struct hier *h, const char *dir, const struct uh_cg_limits *lim, bool reset)
 {
 	char v[64];
 	int r;
-	if ((h->ctls & CTL_PIDS) && lim->pids_max > 0) {
-		snprintf(v, sizeof(v), "%lld", (long long)lim->pids_max);
+	if ((h->ctls & CTL_PIDS) && (lim->pids_max > 0 || reset)) {
+		if (lim->pids_max > 0)
+			snprintf(v, sizeof(v), "%lld", (long long)lim->pids_max);
+		else
+			snprintf(v, sizeof(v), "max");
 		if ((r = write_at(dir, "pids.max", v)))
 			return r;
 	}
-	if ((h->ctls & CTL_MEMORY) && lim->mem_bytes > 0) {
-		snprintf(v, sizeof(v), "%lld", (long long)lim->mem_bytes);
+	if ((h->ctls & CTL_MEMORY) && (lim->mem_bytes > 0 || reset)) {
+		if (lim->mem_bytes > 0)
+			snprintf(v, sizeof(v), "%lld", (long long)lim->mem_bytes);
+		else
+			snprintf(v, sizeof(v), "%s", h->v2 ? "max" : "-1");
 		if (h->v2) {
 			if ((r = write_at(dir, "memory.max", v)))
 				return r;
@@ -302,32 +329,86 @@ static int set_limits(const struct hier *h, const char *dir, const struct uh_cg_
 			if (exists_at(dir, "memory.swap.max") && (r = write_at(dir, "memory.swap.max", "0")))
 				return r;
 		} else {
+			bool memsw = exists_at(dir, "memory.memsw.limit_in_bytes");
+			if (memsw && reset && (r = write_at(dir, "memory.memsw.limit_in_bytes", "-1")))
+				return r;
 			if ((r = write_at(dir, "memory.limit_in_bytes", v)))
 				return r;
-			if (exists_at(dir, "memory.memsw.limit_in_bytes") &&
-			    (r = write_at(dir, "memory.memsw.limit_in_bytes", v)))
+			if (memsw && lim->mem_bytes > 0 && (r = write_at(dir, "memory.memsw.limit_in_bytes", v)))
 				return r;
 		}
 	}
-	if ((h->ctls & CTL_CPU) && cpu_binds(lim)) {
+	if ((h->ctls & CTL_CPU) && (cpu_binds(lim) || reset)) {
 		const long long period = 100000;
 		long long quota = lim->cpu_milli * period / 1000;
 		if (quota < 1000)
 			quota = 1000;
+		bool binds = cpu_binds(lim);
 		if (h->v2) {
-			snprintf(v, sizeof(v), "%lld %lld", quota, period);
+			if (binds)
+				snprintf(v, sizeof(v), "%lld %lld", quota, period);
+			else
+				snprintf(v, sizeof(v), "max %lld", period);
 			if ((r = write_at(dir, "cpu.max", v)))
 				return r;
 		} else {
 			snprintf(v, sizeof(v), "%lld", period);
 			if ((r = write_at(dir, "cpu.cfs_period_us", v)))
 				return r;
-			snprintf(v, sizeof(v), "%lld", quota);
+			snprintf(v, sizeof(v), "%lld", binds ? quota : -1ll);
 			if ((r = write_at(dir, "cpu.cfs_quota_us", v)))
 				return r;
 		}
 	}
 	return 0;
+}
+
+static bool pool_path(const struct hier *h, unsigned n, char *out, size_t size)
+{
+	return snprintf(out, size, "%s/pool-%d-%u", h->parent, (int)L.pid, n) < (int)size;
+}
+
+/* Take a parked cgroup as `dir`. False when none could be taken. */
+static bool pool_take(struct hier *h, const char *dir)
+{
+	char from[PATH_MAX];
+	while (h->npool > 0) {
+		if (!pool_path(h, h->pool[--h->npool], from, sizeof(from)))
+			continue;
+		if (rename(from, dir) == 0) {
+			/* Fresh to another daemon's sweep of old empty cgroups. */
+			utimensat(AT_FDCWD, dir, NULL, 0);
+			return true;
+		}
+		rmdir(from); /* gone (swept) or not ours to use: try the next */
+	}
+	return false;
+}
+
+/* The run's cgroup in hierarchy h, with its limits: a parked one renamed,
+ * else a new one. On failure nothing is left at dir; *what says which step. */
+static int make_dir(struct hier *h, const char *dir, const struct uh_cg_limits *lim, const char **what)
+{
+	int r;
+	if (h->can_rename && pool_take(h, dir)) {
+		if (set_limits(h, dir, lim, true) == 0)
+			return 0;
+		/* e.g. more memory charged than the new limit allows and not
+		 * reclaimable: a new cgroup instead. */
+		rmdir(dir);
+	}
+	if (mkdir(dir, 0755)) {
+		/* A leftover of an earlier attempt: reuse it only if empty. */
+		if (errno != EEXIST || rmdir(dir) || mkdir(dir, 0755)) {
+			*what = "mkdir";
+			return -errno;
+		}
+	}
+	if ((r = set_limits(h, dir, lim, false))) {
+		*what = "limit";
+		rmdir(dir);
+	}
+	return r;
 }
 
 int uh_cg_create(const char *run_id, const struct uh_cg_limits *lim, int fds[UH_CG_MAX], int *nfds,
@@ -339,7 +420,7 @@ int uh_cg_create(const char *run_id, const struct uh_cg_limits *lim, int fds[UH_
 	char dir[PATH_MAX];
 	const char *what = "";
 	for (i = 0; i < L.n; i++) {
-		const struct hier *h = &L.h[i];
+		struct hier *h = &L.h[i];
 		if (!h->v2 && h->ctls == CTL_CPU && !cpu_binds(lim))
 			continue;
 		if (!run_dir(h, run_id, dir, sizeof(dir))) {
@@ -347,19 +428,8 @@ int uh_cg_create(const char *run_id, const struct uh_cg_limits *lim, int fds[UH_
 			what = "path";
 			break;
 		}
-		if (mkdir(dir, 0755)) {
-			/* A leftover of an earlier attempt: reuse it only if empty. */
-			if (errno != EEXIST || rmdir(dir) || mkdir(dir, 0755)) {
-				r = -errno;
-				what = "mkdir";
-				break;
-			}
-		}
-		if ((r = set_limits(h, dir, lim))) {
-			what = "limit";
-			rmdir(dir);
+		if ((r = make_dir(h, dir, lim, &what)))
 			break;
-		}
 		/* uhub-init joins by writing "0". In v1 it writes to `tasks`: it is
 		 * single-threaded then, and moving one thread skips the
 		 * threadgroup lock whose write side waits for an RCU grace period
@@ -465,6 +535,69 @@ int uh_cg_remove(const char *run_id)
 	return r;
 }
 
+/* May the run's emptied cgroup at dir go to a later run? Only when no
+ * process is in it, nothing of it was OOM-killed (the kernel's count
+ * cannot be reset, and the next run would be reported OOM), and it holds
+ * little memory. Any doubt (a file unreadable) says no. */
+static bool parkable(const struct hier *h, const char *dir)
+{
+	char buf[1024];
+	if (h->v2) {
+		if (read_at(dir, "cgroup.events", buf, sizeof(buf)) <= 0 || !strstr(buf, "populated 0"))
+			return false;
+	} else if (read_at(dir, "cgroup.procs", buf, sizeof(buf)) != 0) {
+		return false;
+	}
+	if (h->ctls & CTL_MEMORY) {
+		if (read_at(dir, h->v2 ? "memory.events" : "memory.oom_control", buf, sizeof(buf)) <= 0)
+			return false;
+		const char *p = strstr(buf, "oom_kill ");
+		if (!p || strtoll(p + 9, NULL, 10) != 0)
+			return false;
+		if (read_at(dir, h->v2 ? "memory.current" : "memory.usage_in_bytes", buf, sizeof(buf)) <= 0 ||
+		    strtoll(buf, NULL, 10) > POOL_MAX_USAGE)
+			return false;
+	}
+	return true;
+}
+
+int uh_cg_release(const char *run_id)
+{
+	uh_cg_setup();
+	char dir[PATH_MAX], to[PATH_MAX];
+	int r = 0;
+	for (int i = 0; i < L.n; i++) {
+		struct hier *h = &L.h[i];
+		if (!run_dir(h, run_id, dir, sizeof(dir)))
+			continue;
+		if (h->can_rename && h->npool < POOL_MAX && pool_path(h, L.pool_next, to, sizeof(to)) &&
+		    parkable(h, dir)) {
+			if (rename(dir, to) == 0) {
+				h->pool[h->npool++] = L.pool_next++;
+				continue;
+			}
+			if (errno == EPERM || errno == EINVAL || errno == ENOTSUP)
+				h->can_rename = false;
+			else if (errno == EEXIST)
+				L.pool_next++; /* a leftover of a daemon that had our pid */
+		}
+		if (rmdir(dir) && errno != ENOENT)
+			r = -errno;
+	}
+	return r;
+}
+
+void uh_cg_pool_drop(void)
+{
+	char dir[PATH_MAX];
+	for (int i = 0; i < L.n; i++) {
+		struct hier *h = &L.h[i];
+		while (h->npool > 0)
+			if (pool_path(h, h->pool[--h->npool], dir, sizeof(dir)))
+				rmdir(dir);
+	}
+}
+
 int uh_cg_destroy_sync(const char *run_id, int timeout_ms)
 {
 	struct timespec nap = {0, 2 * 1000 * 1000};
@@ -476,6 +609,19 @@ int uh_cg_destroy_sync(const char *run_id, int timeout_ms)
 			return -EBUSY;
 		nanosleep(&nap, NULL);
 	}
+}
+
+/* Is `name` a parked cgroup of a daemon that no longer runs (or of an
+ * earlier daemon with our pid: ours are named only after this sweep)? */
+static bool stale_pool(const char *name)
+{
+	char *end;
+	if (strncmp(name, "pool-", 5) != 0)
+		return false;
+	long pid = strtol(name + 5, &end, 10);
+	if (end == name + 5 || *end != '-' || pid <= 0)
+		return false;
+	return pid == (long)L.pid || (kill((pid_t)pid, 0) && errno == ESRCH);
 }
 
 int uh_cg_sweep_empty(int min_age_s)
@@ -492,7 +638,8 @@ int uh_cg_sweep_empty(int min_age_s)
 			if (e->d_type != DT_DIR || e->d_name[0] == '.')
 				continue;
 			struct stat st;
-			if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || now - st.st_mtime < min_age_s)
+			if (!stale_pool(e->d_name) &&
+			    (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || now - st.st_mtime < min_age_s))
 				continue;
 			/* rmdir refuses a populated cgroup: nothing running is touched. */
 			if (unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) == 0)

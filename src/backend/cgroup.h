@@ -44,12 +44,19 @@ int uh_cg_populated(const char *run_id);
 bool uh_cg_oom(const char *run_id);
 /* rmdir the run's cgroups. 0 when none remains, -EBUSY while populated. */
 int uh_cg_remove(const char *run_id);
+/* The same, at the run's end: an emptied cgroup is parked for a later run
+ * (renamed; v1 only) instead, unless it saw an OOM kill or holds much
+ * memory. uh_cg_create takes parked ones first and rewrites every limit. */
+int uh_cg_release(const char *run_id);
+/* rmdir the parked cgroups (at shutdown). */
+void uh_cg_pool_drop(void);
 /* Kill until empty (bounded by timeout_ms, sleeping in between) and remove.
  * For settle and start-up sweeps, not for the event loop. 0 when gone. */
 int uh_cg_destroy_sync(const char *run_id, int timeout_ms);
 /* Remove run cgroups that are empty and older than min_age_s: leftovers of
- * runs whose daemon died. Never kills: a populated cgroup (possibly another
- * daemon's run on this host) stays. Returns how many were removed. */
+ * runs whose daemon died; and, whatever their age, the parked cgroups of a
+ * daemon no longer running. Never kills: a populated cgroup (possibly
+ * another daemon's run on this host) stays. Returns how many were removed. */
 int uh_cg_sweep_empty(int min_age_s);
 
 #endif

@@ -614,15 +614,15 @@ static void rm_done(uv_work_t *w, int status)
 		run_close(r);
 }
 
-/* After the report: the run's cgroups (killing again while one is not
- * empty), then its scratch dir on the thread pool. Its uid stays taken
- * until both are gone. */
+/* After the report: the run's cgroups (parked for a later run or removed;
+ * killing again while one is not empty), then its scratch dir on the
+ * thread pool. Its uid stays taken until both are gone. */
 static void clean_up(struct local_run *r)
 {
 	if (r->rm_queued)
 		return;
 	if (!r->cg_done) {
-		if (uh_cg_remove(r->run_id) == -EBUSY && r->cg_tries++ < CG_RETRIES) {
+		if (uh_cg_release(r->run_id) == -EBUSY && r->cg_tries++ < CG_RETRIES) {
 			uh_cg_kill(r->run_id);
 			uv_timer_start(&r->wait_timer, on_wait_timer, CG_RETRY_MS, 0);
 			return;
@@ -1271,6 +1271,7 @@ static void local_shutdown(void)
 		uv_run(G.loop, UV_RUN_ONCE);
 	G.loop = NULL;
 	pool_drop();
+	uh_cg_pool_drop();
 	int *fds[] = {&G.init_fd, &G.null_fd, &G.life_r, &G.life_w, &G.claim_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
 		if (*fds[i] >= 0)

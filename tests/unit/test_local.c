@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "backend/backend.h"
+#include "backend/cgroup.h"
 #include "core/config.h"
 #include "tap.h"
 #include "util/buf.h"
@@ -1312,6 +1313,101 @@ static void test_scratch_pool(void)
 	CHECK(strtoul(tmp[1], NULL, 10) == strtoul(tmp[0], NULL, 10));
 }
 
+/* ---- parked cgroups ---- */
+
+/* The inode of the run's cgroup in a v1 hierarchy (0: none there). */
+static unsigned long cg_ino(const char *ctl, const char *id)
+{
+	char p[512];
+	struct stat st;
+	sfmt(p, sizeof(p), "/sys/fs/cgroup/%s/uhub/%s", ctl, id);
+	return stat(p, &st) == 0 ? (unsigned long)st.st_ino : 0;
+}
+
+/* An emptied cgroup goes to the next run (v1: renamed) with that run's
+ * limits, every one rewritten: a raised memory limit (past the old
+ * memory+swap limit), a CPU quota lifted, a lower one again. A cgroup
+ * whose run was OOM-killed is never handed on (the kernel's oom_kill count
+ * would mark the next run OOM). Checks the limits on any host, the reuse
+ * where the memory hierarchy is v1. */
+static void test_cgroup_pool(void)
+{
+	bool v1 = access("/sys/fs/cgroup/memory/uhub", F_OK) == 0;
+	char buf[64], want[64];
+	struct run a, b, c, d, e;
+
+	run_start(&a, "[\"/bin/true\"]", "{\"mem_limit\": \"64Mi\", \"cpu_limit\": \"500m\"}", NULL);
+	CHECK(a.rc == 0);
+	unsigned long mem_a = cg_ino("memory", a.id), cpu_a = cg_ino("cpu", a.id);
+	CHECK_STR(cg_file("memory", a.id, "memory.limit_in_bytes", "memory.max", buf, sizeof(buf)), "67108864");
+	CHECK(wait_for(is_finished, &a, 10000));
+	CHECK(!a.o.res.oom && a.o.res.kind == UH_RESULT_EXITED && a.o.res.exit_code == 0);
+	run_release(&a);
+	CHECK(!cg_exists(a.id));
+
+	/* The server's caps: more memory than a's limit, no CPU quota. */
+	run_start(&b, "[\"/bin/true\"]", NULL, NULL);
+	CHECK(b.rc == 0);
+	if (v1)
+		CHECK(cg_ino("memory", b.id) == mem_a);
+	sfmt(want, sizeof(want), "%lld", (long long)cfg.guardrails.max_mem_bytes);
+	CHECK_STR(cg_file("memory", b.id, "memory.limit_in_bytes", "memory.max", buf, sizeof(buf)), want);
+	if (access("/sys/fs/cgroup/memory/uhub/memory.memsw.limit_in_bytes", F_OK) == 0)
+		CHECK_STR(cg_file("memory", b.id, "memory.memsw.limit_in_bytes", "memory.max", buf, sizeof(buf)), want);
+	sfmt(want, sizeof(want), "%lld", (long long)cfg.local.pids_limit);
+	CHECK_STR(cg_file("pids", b.id, "pids.max", "pids.max", buf, sizeof(buf)), want);
+	CHECK(wait_for(is_finished, &b, 10000));
+	CHECK(!b.o.res.oom && b.o.res.kind == UH_RESULT_EXITED);
+	run_release(&b);
+
+	/* Lower limits again, and a's CPU cgroup back with a new quota. */
+	run_start(&c, "[\"/bin/true\"]", "{\"mem_limit\": \"32Mi\", \"cpu_limit\": \"250m\"}", NULL);
+	CHECK(c.rc == 0);
+	if (v1) {
+		CHECK(cg_ino("memory", c.id) == mem_a);
+		CHECK(cpu_a == 0 || cg_ino("cpu", c.id) == cpu_a);
+	}
+	CHECK_STR(cg_file("memory", c.id, "memory.limit_in_bytes", "memory.max", buf, sizeof(buf)), "33554432");
+	cg_file("cpu", c.id, "cpu.cfs_quota_us", "cpu.max", buf, sizeof(buf));
+	CHECK(strcmp(buf, "25000") == 0 || strcmp(buf, "25000 100000") == 0);
+	CHECK(wait_for(is_finished, &c, 10000));
+	run_release(&c);
+
+	/* An OOM kill: that cgroup is not handed on, and the next run is not OOM. */
+	run_start(&d, "[\"/bin/sh\", \"-c\", \"x=$(head -c 200000000 /dev/zero | tr '\\\\0' a); echo ${#x}\"]",
+	          "{\"mem_limit\": \"32Mi\"}", NULL);
+	CHECK(d.rc == 0);
+	unsigned long mem_d = cg_ino("memory", d.id);
+	CHECK(wait_for(is_finished, &d, 60000));
+	CHECK(d.o.res.oom);
+	run_release(&d);
+	run_start(&e, "[\"/bin/true\"]", "{\"mem_limit\": \"32Mi\"}", NULL);
+	CHECK(e.rc == 0);
+	if (v1)
+		CHECK(mem_d != 0 && cg_ino("memory", e.id) != mem_d);
+	CHECK(wait_for(is_finished, &e, 10000));
+	CHECK(!e.o.res.oom && e.o.res.kind == UH_RESULT_EXITED && e.o.res.exit_code == 0);
+	run_release(&e);
+
+	/* At start, the parked cgroups of a daemon gone are removed whatever
+	 * their age; a live daemon's (our parent stands in for one) stay. */
+	if (v1) {
+		pid_t gone = fork();
+		if (gone == 0)
+			_exit(0);
+		waitpid(gone, NULL, 0);
+		char p1[256], p2[256];
+		sfmt(p1, sizeof(p1), "/sys/fs/cgroup/pids/uhub/pool-%d-7", (int)gone);
+		sfmt(p2, sizeof(p2), "/sys/fs/cgroup/pids/uhub/pool-%d-7", (int)getppid());
+		CHECK(mkdir(p1, 0755) == 0 && mkdir(p2, 0755) == 0);
+		uh_cg_sweep_empty(60);
+		CHECK(access(p1, F_OK) != 0);
+		CHECK(access(p2, F_OK) == 0);
+		rmdir(p1);
+		rmdir(p2);
+	}
+}
+
 /* ---- host-wide uid claims ---- */
 
 /* Another uhub's view of the claim file: its own open file description,
@@ -1478,6 +1574,7 @@ int main(void)
 	test_cross_run();
 	test_scratch_symlinks();
 	test_scratch_pool();
+	test_cgroup_pool();
 	test_uid_claims();
 	test_daemon_death();
 	test_timing();
