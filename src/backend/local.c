@@ -314,6 +314,7 @@ struct local_run {
 	int rm_result;
 	uint32_t slot;        /* pool slot its dir is parked in ... */
 	bool parking, parked; /* ... when asked, and when done */
+	bool park_tried;      /* on the loop already: the pool only removes */
 	bool stop_sent, hardstop_sent, reaped, cg_done, rm_queued, oom, finishing, finished, released;
 	siginfo_t info;
 	bool have_status;
@@ -506,6 +507,12 @@ static void make_result(struct local_run *r, struct uh_run_result *res)
 			snprintf(res->message, sizeof(res->message), "killed by signal %d (SIG%s)", st->code,
 			         signame(st->code));
 			break;
+		case UH_INIT_LIFELINE:
+			res->kind = UH_RESULT_ERROR;
+			res->reason = "backend_error";
+			snprintf(res->message, sizeof(res->message),
+			         "the run was killed: the daemon's lifeline closed");
+			break;
 		case UH_INIT_EXEC_FAILED:
 			res->kind = UH_RESULT_ERROR;
 			res->reason = "backend_error";
@@ -519,6 +526,11 @@ static void make_result(struct local_run *r, struct uh_run_result *res)
 			         uh_init_step_name(st->code), strerror(st->err));
 			break;
 		}
+	} else if (r->info.si_code == CLD_EXITED && r->info.si_pid) {
+		/* No status record: the job exited and init with its status. */
+		res->kind = UH_RESULT_EXITED;
+		res->exit_code = r->info.si_status;
+		snprintf(res->message, sizeof(res->message), "exited with status %d", r->info.si_status);
 	} else if (r->info.si_code == CLD_KILLED || r->info.si_code == CLD_DUMPED) {
 		/* init itself was killed: by our stop, the OOM killer, or root. */
 		int sig = r->info.si_status;
@@ -526,15 +538,10 @@ static void make_result(struct local_run *r, struct uh_run_result *res)
 		res->signal = sig;
 		res->exit_code = 128 + sig;
 		snprintf(res->message, sizeof(res->message), "killed by signal %d (SIG%s)", sig, signame(sig));
-	} else if (r->info.si_pid && r->info.si_status == UH_INIT_EXIT_LIFELINE) {
-		res->kind = UH_RESULT_ERROR;
-		res->reason = "backend_error";
-		snprintf(res->message, sizeof(res->message), "the run was killed: the daemon's lifeline closed");
 	} else {
 		res->kind = UH_RESULT_ERROR;
 		res->reason = "backend_error";
-		snprintf(res->message, sizeof(res->message), "uhub-init ended without a report (status %d)",
-		         r->info.si_pid ? r->info.si_status : -1);
+		snprintf(res->message, sizeof(res->message), "uhub-init ended without a report");
 	}
 	if (r->oom && !(res->kind == UH_RESULT_EXITED && res->exit_code == 0)) {
 		res->oom = true;
@@ -576,7 +583,7 @@ static int scratch_take(struct local_run *r, uid_t uid, gid_t gid, struct uh_err
 static void rm_work(uv_work_t *w)
 {
 	struct local_run *r = w->data;
-	if (r->parking) {
+	if (r->parking && !r->park_tried) {
 		char slot[32];
 		slot_name(r->slot, slot, sizeof(slot));
 		if (local_scratch_park(r->root, r->run_id, slot) == 0) {
@@ -640,6 +647,20 @@ static void clean_up(struct local_run *r)
 		G.parking++;
 	}
 	r->rm_work.data = r;
+	if (r->parking) {
+		/* Parking is a few bounded calls (it reads at most three entries
+		 * of a dir): done here, it spares the hand-off to a pool thread
+		 * and back. A dir it refuses is removed on the pool. */
+		char slot[32];
+		slot_name(r->slot, slot, sizeof(slot));
+		r->park_tried = true;
+		if (local_scratch_park(r->root, r->run_id, slot) == 0) {
+			r->parked = true;
+			r->rm_result = 0;
+			rm_done(&r->rm_work, 0);
+			return;
+		}
+	}
 	if (uv_queue_work(r->loop, &r->rm_work, rm_work, rm_done)) {
 		rm_work(&r->rm_work);
 		rm_done(&r->rm_work, 0);

@@ -6,7 +6,11 @@
  * The channel is the only descriptor the daemon holds per run in flight (a
  * daemon limited to 20,000 descriptors runs ~19,000 runs at once): init
  * reads the job's stdout and stderr pipes itself and forwards what they
- * hold, then the status record, then exits (EOF on the channel). */
+ * hold, then exits (EOF on the channel). When the job simply exited, init
+ * exits with the job's exit status and sends no status record (the daemon
+ * reads it when it reaps init: one wake-up fewer per run); any other end
+ * (the job killed by a signal, a failed set-up or exec, the lifeline)
+ * is told by a status record first, whatever init's own exit status. */
 #ifndef UH_BACKEND_LOCAL_PROTO_H
 #define UH_BACKEND_LOCAL_PROTO_H
 
@@ -34,7 +38,7 @@ enum {
  * /tmp and /var/tmp are replaced by private tmpfs mounts. */
 
 /* Exit status of an init that killed its run because the lifeline closed
- * (it writes no status record then). */
+ * (after a UH_INIT_LIFELINE status record, if the channel still takes one). */
 #define UH_INIT_EXIT_LIFELINE 113
 
 /* Sent by the daemon to init at the end of a stop's grace: init kills every
@@ -45,7 +49,8 @@ enum {
 
 /* Channel records, one per SOCK_SEQPACKET message: a kind byte, then the
  * payload: output bytes (at most UH_INIT_MSG_MAX) or one struct
- * uh_init_status, the last record init sends. */
+ * uh_init_status, the last record init sends (none when the job exited:
+ * see above). */
 enum uh_init_msg_kind {
 	UH_INIT_MSG_STDOUT = 1,
 	UH_INIT_MSG_STDERR = 2,
@@ -56,10 +61,11 @@ enum uh_init_msg_kind {
 #define UH_INIT_STATUS_MAGIC 0x75686931u /* "uhi1" */
 
 enum uh_init_status_kind {
-	UH_INIT_EXITED = 1,       /* code = exit status */
+	UH_INIT_EXITED = 1,       /* code = exit status (init sends none: its own tells) */
 	UH_INIT_SIGNALED = 2,     /* code = signal number */
 	UH_INIT_EXEC_FAILED = 3,  /* err = errno of execveat */
 	UH_INIT_SETUP_FAILED = 4, /* code = enum uh_init_step, err = errno */
+	UH_INIT_LIFELINE = 5,     /* the daemon's lifeline closed: init killed the run */
 };
 
 enum uh_init_step {
@@ -73,6 +79,7 @@ enum uh_init_step {
 	UH_INIT_STEP_SIGNALS,
 	UH_INIT_STEP_FORK,
 	UH_INIT_STEP_NETWORK,
+	UH_INIT_STEP_SUPERVISE,
 };
 
 /* The payload of the UH_INIT_MSG_STATUS record. */
@@ -106,6 +113,8 @@ static inline const char *uh_init_step_name(int step)
 		return "fork";
 	case UH_INIT_STEP_NETWORK:
 		return "network";
+	case UH_INIT_STEP_SUPERVISE:
+		return "supervising the job";
 	default:
 		return "setup";
 	}

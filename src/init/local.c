@@ -243,8 +243,10 @@ int uh_init_local(int argc, char **argv, char **envp)
 
 	/* The daemon may have died while we were setting up: start nothing. */
 	struct pollfd life = {.fd = UH_INIT_FD_LIFELINE, .events = POLLIN};
-	if (poll(&life, 1, 0) != 0)
+	if (poll(&life, 1, 0) != 0) {
+		uh_init_status_write(sfd, UH_INIT_LIFELINE, 0, 0);
 		_exit(UH_INIT_EXIT_LIFELINE);
+	}
 
 	uh_init_supervise(UH_INIT_FD_EXEC, a.argv, envp, UH_INIT_FD_CHAN, UH_INIT_FD_LIFELINE);
 }

@@ -108,6 +108,7 @@ static bool forward(int chan, int fd, int kind)
 		if (n > 0) {
 			obuf[0] = (char)kind;
 			if (send_rec(chan, obuf, 1 + (size_t)n)) {
+				/* The daemon closed its end: nobody to tell. */
 				kill(-1, SIGKILL);
 				_exit(UH_INIT_EXIT_LIFELINE);
 			}
@@ -193,13 +194,16 @@ noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan,
 	for (;;) {
 		int n = ppoll(pfd, 4, NULL, NULL);
 		if (n < 0 && errno != EINTR) {
+			int e = errno;
 			kill(-1, SIGKILL);
+			uh_init_status_write(chan, UH_INIT_SETUP_FAILED, UH_INIT_STEP_SUPERVISE, e);
 			_exit(112);
 		}
 		if (lifeline_fd >= 0 && pfd[1].revents) {
 			/* Nobody ever writes the lifeline: any event is EOF, the
 			 * daemon is gone. Take the whole namespace down. */
 			kill(-1, SIGKILL);
+			uh_init_status_write(chan, UH_INIT_LIFELINE, 0, 0);
 			_exit(UH_INIT_EXIT_LIFELINE);
 		}
 		for (int i = 2; i < 4; i++)
@@ -229,11 +233,12 @@ noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan,
 				for (int k = 0; pfd[i].fd >= 0 && k < 64; k++)
 					if (!forward(chan, pfd[i].fd, kinds[i]))
 						break;
+			/* The kernel kills the rest of the namespace as we exit. A
+			 * plain exit is told by ours (see local_proto.h). */
 			if (WIFEXITED(st))
-				uh_init_status_write(chan, UH_INIT_EXITED, WEXITSTATUS(st), 0);
-			else
-				uh_init_status_write(chan, UH_INIT_SIGNALED, WTERMSIG(st), 0);
-			_exit(0); /* the kernel kills the rest of the namespace */
+				_exit(WEXITSTATUS(st));
+			uh_init_status_write(chan, UH_INIT_SIGNALED, WTERMSIG(st), 0);
+			_exit(0);
 		}
 	}
 }
@@ -264,6 +269,5 @@ int main(int argc, char **argv, char **envp)
 		for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
 			if (strcmp(argv[1], modes[i].name) == 0)
 				return modes[i].run(argc, argv, envp);
-	say(UH_INIT_FD_CHAN, "usage: uhub-init MODE ... (modes: local)", NULL, NULL);
-	return 64;
+	uh_init_fail(UH_INIT_FD_CHAN, UH_INIT_STEP_ARGS, EINVAL, "usage: uhub-init MODE ... (modes: local)");
 }

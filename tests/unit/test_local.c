@@ -427,6 +427,21 @@ static void test_echo_and_exit(void)
 	CHECK_STR(out_of(&r), "out\n");
 	run_release(&r);
 
+	/* A plain exit travels as init's own exit status: every code is the
+	 * job's, including those init uses for its own ends (111 set-up, 112,
+	 * 113 lifeline, 127 exec), which always come with a status record. */
+	const int codes[] = {1, 111, 112, 113, 127, 128, 255};
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		char cmd[96];
+		sfmt(cmd, sizeof(cmd), "[\"/bin/sh\", \"-c\", \"exit %d\"]", codes[i]);
+		run_wait(&r, cmd, NULL, NULL);
+		CHECK(r.o.res.kind == UH_RESULT_EXITED && r.o.res.exit_code == codes[i]);
+		if (r.o.res.kind != UH_RESULT_EXITED || r.o.res.exit_code != codes[i])
+			fprintf(stderr, "exit %d: kind %d code %d: %s\n", codes[i], (int)r.o.res.kind,
+			        r.o.res.exit_code, r.o.res.message);
+		run_release(&r);
+	}
+
 	/* Much output, in order, complete. */
 	run_wait(&r, "[\"/bin/sh\", \"-c\", \"head -c 3000000 /dev/zero | tr '\\\\0' x; echo; echo end\"]", NULL, NULL);
 	CHECK(r.o.out.len == 3000000 + 1 + 4);
