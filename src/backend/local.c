@@ -315,7 +315,7 @@ struct local_run {
 	uint32_t slot;        /* pool slot its dir is parked in ... */
 	bool parking, parked; /* ... when asked, and when done */
 	bool park_tried;      /* on the loop already: the pool only removes */
-	bool stop_sent, hardstop_sent, reaped, cg_done, rm_queued, oom, finishing, finished, released;
+	bool stop_sent, hardstop_sent, reaped, cg_done, rm_queued, finishing, finished, released;
 	siginfo_t info;
 	bool have_status;
 	struct uh_init_status status;
@@ -543,7 +543,9 @@ static void make_result(struct local_run *r, struct uh_run_result *res)
 		res->reason = "backend_error";
 		snprintf(res->message, sizeof(res->message), "uhub-init ended without a report");
 	}
-	if (r->oom && !(res->kind == UH_RESULT_EXITED && res->exit_code == 0)) {
+	/* The memory cgroup's OOM count matters only for a run that did not
+	 * succeed: a clean exit spares reading it. */
+	if (!(res->kind == UH_RESULT_EXITED && res->exit_code == 0) && uh_cg_oom(r->run_id)) {
 		res->oom = true;
 		snprintf(res->message + strlen(res->message), sizeof(res->message) - strlen(res->message),
 		         "; the memory limit was hit");
@@ -682,7 +684,6 @@ static void advance(struct local_run *r)
 	uv_timer_stop(&r->wait_timer);
 	r->finishing = true;
 	G.cleaning++;
-	r->oom = uh_cg_oom(r->run_id);
 	struct uh_run_result res;
 	make_result(r, &res);
 	if (r->h && !r->released)
