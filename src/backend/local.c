@@ -526,7 +526,7 @@ static void make_result(struct local_run *r, struct uh_run_result *res)
 			         uh_init_step_name(st->code), strerror(st->err));
 			break;
 		}
-	} else if (r->info.si_code == CLD_EXITED && r->info.si_pid) {
+	} else if (r->info.si_code == CLD_EXITED && r->info.si_pid && !uh_init_exit_reserved(r->info.si_status)) {
 		/* No status record: the job exited and init with its status. */
 		res->kind = UH_RESULT_EXITED;
 		res->exit_code = r->info.si_status;
@@ -541,7 +541,8 @@ static void make_result(struct local_run *r, struct uh_run_result *res)
 	} else {
 		res->kind = UH_RESULT_ERROR;
 		res->reason = "backend_error";
-		snprintf(res->message, sizeof(res->message), "uhub-init ended without a report");
+		snprintf(res->message, sizeof(res->message), "uhub-init ended without a report (status %d)",
+		         r->info.si_pid ? r->info.si_status : -1);
 	}
 	/* The memory cgroup's OOM count matters only for a run that did not
 	 * succeed: a clean exit spares reading it. */

@@ -8,9 +8,10 @@
  * reads the job's stdout and stderr pipes itself and forwards what they
  * hold, then exits (EOF on the channel). When the job simply exited, init
  * exits with the job's exit status and sends no status record (the daemon
- * reads it when it reaps init: one wake-up fewer per run); any other end
- * (the job killed by a signal, a failed set-up or exec, the lifeline)
- * is told by a status record first, whatever init's own exit status. */
+ * reads it when it reaps init: one wake-up fewer per run), unless that
+ * status is one of init's own (below); any other end (the job killed by a
+ * signal, a failed set-up or exec, the lifeline) is told by a status
+ * record first. */
 #ifndef UH_BACKEND_LOCAL_PROTO_H
 #define UH_BACKEND_LOCAL_PROTO_H
 
@@ -37,9 +38,24 @@ enum {
  * `keep` is a directory (the run's scratch dir) that must stay reachable when
  * /tmp and /var/tmp are replaced by private tmpfs mounts. */
 
-/* Exit status of an init that killed its run because the lifeline closed
- * (after a UH_INIT_LIFELINE status record, if the channel still takes one). */
-#define UH_INIT_EXIT_LIFELINE 113
+/* init's own exit statuses. Each comes after a status record when the
+ * channel still takes one; when it does not (the daemon closed it, or the
+ * run's memory is exhausted), the daemon, seeing one of these without a
+ * record, reports that init ended without a report. A job that exits with
+ * one of them is therefore told by a record too, never by init's status:
+ * init exits without a record only with the status of a job that exited,
+ * so a lost record can never read as a job's success. */
+#define UH_INIT_EXIT_SETUP     111 /* set-up failed (uh_init_fail) */
+#define UH_INIT_EXIT_SUPERVISE 112 /* waiting on the job failed */
+#define UH_INIT_EXIT_LIFELINE  113 /* the daemon's lifeline closed: the run was killed */
+#define UH_INIT_EXIT_TOLD      114 /* the end was told by a record (the job killed by a signal) */
+#define UH_INIT_EXIT_EXEC      127 /* the job could not be executed */
+
+static inline int uh_init_exit_reserved(int code)
+{
+	return code == UH_INIT_EXIT_SETUP || code == UH_INIT_EXIT_SUPERVISE || code == UH_INIT_EXIT_LIFELINE ||
+	       code == UH_INIT_EXIT_TOLD || code == UH_INIT_EXIT_EXEC;
+}
 
 /* Sent by the daemon to init at the end of a stop's grace: init kills every
  * other process of the run at once, forwards what their pipes still hold

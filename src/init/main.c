@@ -88,7 +88,7 @@ noreturn void uh_init_fail(int chan, int step, int err, const char *what)
 {
 	say(chan, what, ": ", strerror(err));
 	uh_init_status_write(chan, UH_INIT_SETUP_FAILED, step, err);
-	_exit(111);
+	_exit(UH_INIT_EXIT_SETUP);
 }
 
 /* Signals init acts on; all stay blocked and arrive through a signalfd. */
@@ -108,7 +108,8 @@ static bool forward(int chan, int fd, int kind)
 		if (n > 0) {
 			obuf[0] = (char)kind;
 			if (send_rec(chan, obuf, 1 + (size_t)n)) {
-				/* The daemon closed its end: nobody to tell. */
+				/* The daemon closed its end (or no memory is left
+				 * for a record): nobody to tell. */
 				kill(-1, SIGKILL);
 				_exit(UH_INIT_EXIT_LIFELINE);
 			}
@@ -138,7 +139,7 @@ noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan,
 		int sig = (int)early.ssi_signo;
 		if (sig != SIGCHLD) {
 			uh_init_status_write(chan, UH_INIT_SIGNALED, sig == UH_INIT_SIG_HARDSTOP ? SIGKILL : sig, 0);
-			_exit(0);
+			_exit(UH_INIT_EXIT_TOLD);
 		}
 	}
 
@@ -166,12 +167,12 @@ noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan,
 		sigemptyset(&none);
 		if (dup2(out[1], STDOUT_FILENO) < 0 || dup2(err[1], STDERR_FILENO) < 0) {
 			exec_err = errno;
-			_exit(127);
+			_exit(UH_INIT_EXIT_EXEC);
 		}
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		syscall(SYS_execveat, exec_fd, "", argv, envp, AT_EMPTY_PATH);
 		exec_err = errno ? errno : ENOEXEC;
-		_exit(127);
+		_exit(UH_INIT_EXIT_EXEC);
 	}
 	if (job < 0)
 		uh_init_fail(chan, UH_INIT_STEP_FORK, errno, "fork");
@@ -182,7 +183,7 @@ noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan,
 		say(chan, "cannot execute '", argv[0], "'");
 		waitpid(job, NULL, 0);
 		uh_init_status_write(chan, UH_INIT_EXEC_FAILED, 0, e);
-		_exit(127);
+		_exit(UH_INIT_EXIT_EXEC);
 	}
 	close(exec_fd);
 
@@ -197,7 +198,7 @@ noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan,
 			int e = errno;
 			kill(-1, SIGKILL);
 			uh_init_status_write(chan, UH_INIT_SETUP_FAILED, UH_INIT_STEP_SUPERVISE, e);
-			_exit(112);
+			_exit(UH_INIT_EXIT_SUPERVISE);
 		}
 		if (lifeline_fd >= 0 && pfd[1].revents) {
 			/* Nobody ever writes the lifeline: any event is EOF, the
@@ -235,10 +236,13 @@ noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan,
 						break;
 			/* The kernel kills the rest of the namespace as we exit. A
 			 * plain exit is told by ours (see local_proto.h). */
-			if (WIFEXITED(st))
+			if (WIFEXITED(st)) {
+				if (uh_init_exit_reserved(WEXITSTATUS(st)))
+					uh_init_status_write(chan, UH_INIT_EXITED, WEXITSTATUS(st), 0);
 				_exit(WEXITSTATUS(st));
+			}
 			uh_init_status_write(chan, UH_INIT_SIGNALED, WTERMSIG(st), 0);
-			_exit(0);
+			_exit(UH_INIT_EXIT_TOLD);
 		}
 	}
 }

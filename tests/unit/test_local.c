@@ -1486,6 +1486,58 @@ static int cmp64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* init tells a job that simply exited by its own exit status, without a
+ * record; its own ends use statuses it reserves and always come after a
+ * record. A stand-in init that reports nothing and exits with the status
+ * its job's last argument names shows how the daemon reads a lost record:
+ * a reserved status never passes for the job's, so never for success. */
+static void test_init_without_record(void)
+{
+	char src[512], bin[512], cmd[1200];
+	sfmt(src, sizeof(src), "%s/fake-init.c", base);
+	sfmt(bin, sizeof(bin), "%s/fake-init", base);
+	FILE *f = fopen(src, "w");
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	fputs("#include <stdlib.h>\nint main(int c, char **v) { return atoi(v[c - 1]); }\n", f);
+	fclose(f);
+	sfmt(cmd, sizeof(cmd), "cc -o %s %s && chmod 0755 %s", bin, src, bin);
+	sh(cmd);
+	CHECK(access(bin, X_OK) == 0);
+	struct uh_error e = {0};
+	uh_backend_shutdown_all();
+	uv_run(&loop, UV_RUN_NOWAIT); /* the closed handles' callbacks, before they are initialised again */
+	setenv("UHUB_INIT_PATH", bin, 1);
+	CHECK(uh_backend_init_all(&cfg, &loop, &e) == 0);
+	const struct {
+		int code;
+		bool job;
+	} cases[] = {{0, true},    {3, true},    {255, true},  {111, false},
+	             {112, false}, {113, false}, {114, false}, {127, false}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char command[96];
+		sfmt(command, sizeof(command), "[\"/bin/echo\", \"%d\"]", cases[i].code);
+		struct run r;
+		run_wait(&r, command, NULL, NULL);
+		if (cases[i].job) {
+			CHECK(r.o.res.kind == UH_RESULT_EXITED && r.o.res.exit_code == cases[i].code);
+		} else {
+			CHECK(r.o.res.kind == UH_RESULT_ERROR && strstr(r.o.res.message, "without a report"));
+			CHECK(r.o.res.kind != UH_RESULT_EXITED);
+		}
+		if ((r.o.res.kind == UH_RESULT_EXITED) != cases[i].job)
+			fprintf(stderr, "fake init status %d: kind %d code %d: %s\n", cases[i].code, (int)r.o.res.kind,
+			        r.o.res.exit_code, r.o.res.message);
+		run_release(&r);
+	}
+	uh_backend_shutdown_all();
+	uv_run(&loop, UV_RUN_NOWAIT);
+	unsetenv("UHUB_INIT_PATH");
+	memset(&e, 0, sizeof(e));
+	CHECK(uh_backend_init_all(&cfg, &loop, &e) == 0);
+}
+
 static void test_timing(void)
 {
 	enum { N = 100 };
@@ -1609,6 +1661,7 @@ int main(void)
 	test_uid_claims();
 	test_daemon_death();
 	test_timing();
+	test_init_without_record();
 
 	uh_backend_shutdown_all();
 	uv_run(&loop, UV_RUN_NOWAIT);
