@@ -508,19 +508,25 @@ int uh_cg_populated(const char *run_id)
 	return 0;
 }
 
+/* The kernel's count of OOM kills in the memory cgroup at dir; -1 when it
+ * cannot be read. */
+static long long oom_kills(const struct hier *h, const char *dir)
+{
+	char buf[1024];
+	if (read_at(dir, h->v2 ? "memory.events" : "memory.oom_control", buf, sizeof(buf)) <= 0)
+		return -1;
+	const char *p = strstr(buf, "oom_kill ");
+	return p ? strtoll(p + 9, NULL, 10) : -1;
+}
+
 bool uh_cg_oom(const char *run_id)
 {
 	uh_cg_setup();
-	char dir[PATH_MAX], buf[1024];
-	for (int i = 0; i < L.n; i++) {
-		if (!(L.h[i].ctls & CTL_MEMORY) || !run_dir(&L.h[i], run_id, dir, sizeof(dir)))
-			continue;
-		if (read_at(dir, L.h[i].v2 ? "memory.events" : "memory.oom_control", buf, sizeof(buf)) <= 0)
-			continue;
-		const char *p = strstr(buf, "oom_kill ");
-		if (p && strtoll(p + 9, NULL, 10) > 0)
+	char dir[PATH_MAX];
+	for (int i = 0; i < L.n; i++)
+		if ((L.h[i].ctls & CTL_MEMORY) && run_dir(&L.h[i], run_id, dir, sizeof(dir)) &&
+		    oom_kills(&L.h[i], dir) > 0)
 			return true;
-	}
 	return false;
 }
 
@@ -549,10 +555,7 @@ static bool parkable(const struct hier *h, const char *dir)
 		return false;
 	}
 	if (h->ctls & CTL_MEMORY) {
-		if (read_at(dir, h->v2 ? "memory.events" : "memory.oom_control", buf, sizeof(buf)) <= 0)
-			return false;
-		const char *p = strstr(buf, "oom_kill ");
-		if (!p || strtoll(p + 9, NULL, 10) != 0)
+		if (oom_kills(h, dir) != 0)
 			return false;
 		if (read_at(dir, h->v2 ? "memory.current" : "memory.usage_in_bytes", buf, sizeof(buf)) <= 0 ||
 		    strtoll(buf, NULL, 10) > POOL_MAX_USAGE)

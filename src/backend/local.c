@@ -9,10 +9,11 @@
  *
  * Per run the daemon holds one descriptor: its end of the run's channel, a
  * SOCK_SEQPACKET socket on which init forwards the job's stdout and stderr
- * and, last, its status record (local_proto.h). EOF on it means init has
- * exited (the kernel has then killed the rest of the namespace); the backend
- * reaps init (by pid: an unreaped child's pid cannot be reused), checks the
- * run's cgroups are empty, removes them and the scratch dir, then reports. */
+ * and, unless the job simply exited, a status record (local_proto.h). EOF
+ * on it means init has exited (the kernel has then killed the rest of the
+ * namespace); the backend reaps init (by pid: an unreaped child's pid
+ * cannot be reused; its exit status is the job's when no record came),
+ * reports, then parks or removes the run's cgroups and scratch dir. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -83,7 +84,7 @@ static struct {
 	 * its dir empty hands it on, which spares the next run three mkdirs
 	 * and this one three rmdirs on the work root's file system. */
 	uint32_t pool[POOL_MAX];
-	size_t npool, parking;
+	size_t npool;
 	uint32_t pool_next;
 } G = {.init_fd = -1, .null_fd = -1, .life_r = -1, .life_w = -1, .claim_fd = -1};
 
@@ -312,9 +313,6 @@ struct local_run {
 	uint64_t kill_at;
 	int cg_tries;
 	int rm_result;
-	uint32_t slot;        /* pool slot its dir is parked in ... */
-	bool parking, parked; /* ... when asked, and when done */
-	bool park_tried;      /* on the loop already: the pool only removes */
 	bool stop_sent, hardstop_sent, reaped, cg_done, rm_queued, finishing, finished, released;
 	siginfo_t info;
 	bool have_status;
@@ -583,18 +581,11 @@ static int scratch_take(struct local_run *r, uid_t uid, gid_t gid, struct uh_err
 	return local_scratch_create(r->root, r->run_id, uid, gid, err);
 }
 
+/* A dir clean_up could not park: removed on the thread pool (it may hold
+ * anything the job left). */
 static void rm_work(uv_work_t *w)
 {
 	struct local_run *r = w->data;
-	if (r->parking && !r->park_tried) {
-		char slot[32];
-		slot_name(r->slot, slot, sizeof(slot));
-		if (local_scratch_park(r->root, r->run_id, slot) == 0) {
-			r->parked = true;
-			r->rm_result = 0;
-			return;
-		}
-	}
 	r->rm_result = local_scratch_remove(r->root, r->run_id);
 }
 
@@ -604,16 +595,6 @@ static void rm_done(uv_work_t *w, int status)
 	struct local_run *r = w->data;
 	if (r->rm_result)
 		uh_warn("backend=local run=%s: scratch dir not fully removed: %s", r->run_id, strerror(-r->rm_result));
-	if (r->parking) {
-		G.parking--;
-		if (r->parked && G.ready && G.root && strcmp(G.root, r->root) == 0 && G.npool < POOL_MAX) {
-			G.pool[G.npool++] = r->slot;
-		} else if (r->parked) {
-			char slot[32];
-			slot_name(r->slot, slot, sizeof(slot));
-			local_scratch_remove(r->root, slot);
-		}
-	}
 	if (r->uid_allocated) {
 		uid_free(r->uid);
 		r->uid_allocated = false;
@@ -644,21 +625,16 @@ static void clean_up(struct local_run *r)
 	}
 	uv_timer_stop(&r->wait_timer);
 	r->rm_queued = true;
-	if (G.ready && G.root && strcmp(G.root, r->root) == 0 && G.npool + G.parking < POOL_MAX) {
-		r->parking = true;
-		r->slot = G.pool_next++;
-		G.parking++;
-	}
 	r->rm_work.data = r;
-	if (r->parking) {
+	if (G.ready && G.root && strcmp(G.root, r->root) == 0 && G.npool < POOL_MAX) {
 		/* Parking is a few bounded calls (it reads at most three entries
 		 * of a dir): done here, it spares the hand-off to a pool thread
 		 * and back. A dir it refuses is removed on the pool. */
-		char slot[32];
-		slot_name(r->slot, slot, sizeof(slot));
-		r->park_tried = true;
-		if (local_scratch_park(r->root, r->run_id, slot) == 0) {
-			r->parked = true;
+		uint32_t slot = G.pool_next++;
+		char name[32];
+		slot_name(slot, name, sizeof(name));
+		if (local_scratch_park(r->root, r->run_id, name) == 0) {
+			G.pool[G.npool++] = slot;
 			r->rm_result = 0;
 			rm_done(&r->rm_work, 0);
 			return;

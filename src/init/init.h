@@ -18,8 +18,10 @@ noreturn void uh_init_fail(int chan, int step, int err, const char *what);
  * child, its stdout and stderr pipes init reads) and act as PID 1 until its
  * main process ends: forward the pipes' output on the channel, forward
  * SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1/2 to every process of the
- * namespace (UH_INIT_SIG_HARDSTOP: SIGKILL them), reap every zombie, send
- * the status record, exit. EOF or error on lifeline_fd (if >= 0), or a
+ * namespace (UH_INIT_SIG_HARDSTOP: SIGKILL them), reap every zombie, exit:
+ * with the job's exit status when it simply exited (after a status record
+ * if that status is one init reserves), else after a status record with a
+ * reserved status (local_proto.h). EOF or error on lifeline_fd (if >= 0), or a
  * channel that fails, means the daemon is gone: kill everything and exit.
  * Every signal must be blocked on entry. */
 noreturn void uh_init_supervise(int exec_fd, char **argv, char **envp, int chan, int lifeline_fd);
