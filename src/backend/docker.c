@@ -13,7 +13,9 @@
  *   POST /containers/ID/start
  *   write the secrets on the attach stream's stdin, half-close it; read
  *   the multiplexed output until EOF and the wait's answer
- *   GET /containers/ID/json          State.OOMKilled
+ *   GET /containers/ID/json          State.OOMKilled (a run that did not exit 0)
+ *   [GET /events?filters=oom&until=] a SIGKILL uhub did not send and the engine
+ *                                    did not call an OOM kill (see on_inspected)
  *   DELETE /containers/ID?force=1&v=1
  *   host->finished
  *
@@ -56,22 +58,23 @@
 #define UH_CINIT_NAME "uhub-cinit"
 #endif
 
-#define CFG             "execution_backend_config"
-#define CINIT_MOUNT     "/.uhub/init"
-#define CINIT_DIR       "/.uhub"
-#define WORK_DIR        "/work"
-#define DEFAULT_USER    "65534:65534"
-#define API_MAX_MAJOR   1
-#define API_MAX_MINOR   41 /* what this file is written against */
-#define API_MIN_MINOR   30 /* condition=next-exit */
-#define REQ_TIMEOUT_MS  30000L
-#define PULL_TIMEOUT_MS (30L * 60 * 1000)
-#define DRAIN_MS        2000
-#define BACKSTOP_MS     10000 /* past timeout: kill */
-#define HARD_STOP_MS    30000 /* past the kill: give up on the engine */
-#define SWEEP_MS        5000
-#define READ_CHUNK      65536
-#define HDR_MAX         8192
+#define CFG               "execution_backend_config"
+#define CINIT_MOUNT       "/.uhub/init"
+#define CINIT_DIR         "/.uhub"
+#define WORK_DIR          "/work"
+#define DEFAULT_USER      "65534:65534"
+#define API_MAX_MAJOR     1
+#define API_MAX_MINOR     41 /* what this file is written against */
+#define API_MIN_MINOR     30 /* condition=next-exit */
+#define REQ_TIMEOUT_MS    30000L
+#define OOM_EVENT_WAIT_MS 1000 /* see on_inspected */
+#define PULL_TIMEOUT_MS   (30L * 60 * 1000)
+#define DRAIN_MS          2000
+#define BACKSTOP_MS       10000 /* past timeout: kill */
+#define HARD_STOP_MS      30000 /* past the kill: give up on the engine */
+#define SWEEP_MS          5000
+#define READ_CHUNK        65536
+#define HDR_MAX           8192
 
 /* ---- backend-wide state (supervisor thread) ---- */
 
@@ -286,6 +289,7 @@ enum step {
 	ST_START,
 	ST_RUNNING,
 	ST_INSPECT,
+	ST_OOM_EVENTS, /* a SIGKILL the engine did not call an OOM kill: ask its event log */
 	ST_REMOVE,
 	ST_DONE,
 };
@@ -323,6 +327,7 @@ struct dk_run {
 	bool finished, released;
 	bool reattached; /* taken over after a daemon restart: attach and wait only */
 	int exit_code;
+	char ev_since[32], ev_until[32]; /* ST_OOM_EVENTS: the engine's clock, "SECONDS.NANOSECONDS" */
 	int64_t timeout_s;
 	struct uh_run_result res;
 };
@@ -1203,7 +1208,40 @@ static void on_inspected(struct dk_req *q)
 		r->exit_code = (int)json_integer_value(json_object_get(state, "ExitCode"));
 		r->have_exit = true;
 	}
+	/* OOMKilled is only as good as the order in which the engine hears of
+	 * the OOM kill and of the exit: containerd's shim watches the two apart,
+	 * and dockerd 20.10 sets OOMKilled only if the OOM came first (newer
+	 * engines set it when it comes, after the wait may have answered). Its
+	 * "oom" event is logged either way. So a container that ended by a
+	 * SIGKILL uhub did not send asks the event log, up to OOM_EVENT_WAIT_MS
+	 * past the end by the engine's clock (the engine answers at once with
+	 * what it has logged, and waits no longer than that). */
+	r->step = ST_REMOVE;
+	if (!r->oom && r->have_exit && r->exit_code == 128 + SIGKILL && !r->stop_requested &&
+	    dk_engine_time(json_string_value(json_object_get(state, "StartedAt")), -1000, r->ev_since,
+	                   sizeof(r->ev_since)) &&
+	    dk_engine_time(json_string_value(json_object_get(state, "FinishedAt")), OOM_EVENT_WAIT_MS, r->ev_until,
+	                   sizeof(r->ev_until)))
+		r->step = ST_OOM_EVENTS;
 	json_decref(j);
+	dk_req_free(q);
+	advance(r);
+}
+
+static void on_oom_events(struct dk_req *q)
+{
+	struct dk_run *r = take(q);
+	/* Stopped at its first byte (CURLE_WRITE_ERROR): an event came. */
+	bool answered = (q->cc == CURLE_OK || q->cc == CURLE_WRITE_ERROR) && q->status == 200;
+	if (answered)
+		r->oom = q->resp.len > 0 && memmem(q->resp.data, q->resp.len, "\"oom\"", 5) != NULL;
+	else {
+		char d[300];
+		dk_req_describe(q, d, sizeof(d));
+		uh_warn("backend=docker run=%s: the engine's event log could not be read (%s); the run's end is "
+		        "reported without it",
+		        r->h.run_id, d);
+	}
 	dk_req_free(q);
 	r->step = ST_REMOVE;
 	advance(r);
@@ -1279,7 +1317,7 @@ static void make_result(struct dk_run *r)
 
 static void advance(struct dk_run *r)
 {
-	char path[300];
+	char path[512];
 	if (r->req || r->finished)
 		return; /* a request of the sequence is in flight */
 	switch (r->step) {
@@ -1370,6 +1408,20 @@ static void advance(struct dk_run *r)
 		snprintf(path, sizeof(path), "/containers/%s/json", r->id);
 		request(r, "GET", path, NULL, REQ_TIMEOUT_MS, on_inspected);
 		return;
+	case ST_OOM_EVENTS: {
+		char filters[200], enc[400];
+		snprintf(filters, sizeof(filters),
+		         "{\"container\":[\"%s\"],\"type\":[\"container\"],\"event\":[\"oom\"]}", r->id);
+		if (!dk_urlencode(filters, enc, sizeof(enc))) {
+			r->step = ST_REMOVE;
+			advance(r);
+			return;
+		}
+		snprintf(path, sizeof(path), "/events?since=%s&until=%s&filters=%s", r->ev_since, r->ev_until, enc);
+		if (request(r, "GET", path, NULL, OOM_EVENT_WAIT_MS + REQ_TIMEOUT_MS, on_oom_events))
+			r->req->stop_on_data = true; /* one event is the answer */
+		return;
+	}
 	case ST_REMOVE:
 		if (r->unavailable) {
 			/* The engine is gone: do not wait for it; the sweep removes

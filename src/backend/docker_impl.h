@@ -50,6 +50,7 @@ struct dk_req {
 	CURLcode cc;        /* transfer result */
 	bool headers_seen;  /* the final response's headers are in */
 	bool in_multi;
+	bool stop_on_data; /* end the transfer at the first body byte (cc CURLE_WRITE_ERROR) */
 	char errbuf[CURL_ERROR_SIZE];
 	dk_req_fn on_headers; /* optional: once, when the final headers are in */
 	dk_req_fn done;       /* once, when the transfer is over (not after dk_req_cancel) */
@@ -97,6 +98,12 @@ void dk_req_describe(const struct dk_req *q, char *out, size_t size);
  * when the engine cannot be reached. resp may be NULL. */
 long dk_sync_request(const struct uh_config *cfg, const char *api_version, const char *method, const char *path,
                      long timeout_ms, struct uh_buf *resp);
+
+/* An RFC 3339 time of the engine ("2026-12-05T12:10:11.123456789Z", or an
+ * offset for Z) plus add_ms, as the "SECONDS.NANOSECONDS" its events API
+ * takes in since= and until=. False for anything else, a time before 1970
+ * (the engine's zero time is year 1) or an output that does not fit. */
+bool dk_engine_time(const char *s, int64_t add_ms, char *out, size_t size);
 
 /* URL-encode s into out (size bytes); false if it does not fit. */
 bool dk_urlencode(const char *s, char *out, size_t size);

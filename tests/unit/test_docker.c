@@ -219,6 +219,47 @@ static void test_demux(void)
 	uh_buf_free(&b);
 }
 
+/* The engine's RFC 3339 times as its events API's since=/until=. */
+static void test_engine_time(void)
+{
+	static const struct {
+		const char *in;
+		int64_t add_ms;
+		const char *out; /* NULL: refused */
+	} cases[] = {
+	    {"2026-12-05T12:10:11.123456789Z", 0, "1796472611.123456789"},
+	    {"2026-12-05T12:10:11.123456789Z", 1000, "1796472612.123456789"},
+	    {"2026-12-05T12:10:11.123456789Z", -1000, "1796472610.123456789"},
+	    {"2026-12-05T12:10:11.5Z", 600, "1796472612.100000000"},
+	    {"2026-12-05T12:10:11.5Z", -600, "1796472610.900000000"},
+	    {"2026-12-05T12:10:11Z", 0, "1796472611.000000000"},
+	    {"2026-12-05T12:10:11.1234567891234Z", 0, "1796472611.123456789"},
+	    {"2026-12-05T13:10:11.000000001+01:00", 0, "1796472611.000000001"},
+	    {"2026-12-05T11:40:11-00:30", 0, "1796472611.000000000"},
+	    {"0001-01-01T00:00:00Z", 0, NULL}, /* the engine's zero time */
+	    {"2026-12-05T12:10:11", 0, NULL},
+	    {"2026-12-05T12:10:11.Z", 0, NULL},
+	    {"2026-13-05T12:10:11Z", 0, NULL},
+	    {"2026-12-05T24:10:11Z", 0, NULL},
+	    {" 026-12-05T12:10:11Z", 0, NULL},
+	    {"2026-12-05T12:10:+1Z", 0, NULL},
+	    {"2026-12-05T12:10:11Zx", 0, NULL},
+	    {"2026-12-05T12:10:11+1:00", 0, NULL},
+	    {"1970-01-01T00:00:00Z", -1000, NULL},
+	    {"", 0, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[32] = "";
+		bool ok = dk_engine_time(cases[i].in, cases[i].add_ms, out, sizeof(out));
+		CHECK(ok == (cases[i].out != NULL));
+		if (ok && cases[i].out)
+			CHECK_STR(out, cases[i].out);
+	}
+	char small[8];
+	CHECK(!dk_engine_time("2026-12-05T12:10:11Z", 0, small, sizeof(small)));
+	CHECK(!dk_engine_time(NULL, 0, small, sizeof(small)));
+}
+
 static int validate(const char *config, const char *command, struct uh_error *e)
 {
 	json_t *c = json_loads(config, 0, NULL);
@@ -548,6 +589,7 @@ int main(void)
 	cfg.docker.allowed_networks.n = 1;
 
 	test_demux();
+	test_engine_time();
 	test_validate();
 	if (uh_backend_init_all(&cfg, &loop, &e)) {
 		fprintf(stderr, "init: %s\n", e.message);
