@@ -1231,7 +1231,7 @@ static void on_inspected(struct dk_req *q)
 static void on_oom_events(struct dk_req *q)
 {
 	struct dk_run *r = take(q);
-	/* Stopped at its first byte (CURLE_WRITE_ERROR): an event came. */
+	/* Stopped at its first line (CURLE_WRITE_ERROR): an event came. */
 	bool answered = (q->cc == CURLE_OK || q->cc == CURLE_WRITE_ERROR) && q->status == 200;
 	if (answered)
 		r->oom = q->resp.len > 0 && memmem(q->resp.data, q->resp.len, "\"oom\"", 5) != NULL;
@@ -1419,7 +1419,7 @@ static void advance(struct dk_run *r)
 		}
 		snprintf(path, sizeof(path), "/events?since=%s&until=%s&filters=%s", r->ev_since, r->ev_until, enc);
 		if (request(r, "GET", path, NULL, OOM_EVENT_WAIT_MS + REQ_TIMEOUT_MS, on_oom_events))
-			r->req->stop_on_data = true; /* one event is the answer */
+			r->req->stop_at_line = true; /* one event is the answer */
 		return;
 	}
 	case ST_REMOVE:

@@ -83,7 +83,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 		 * stream can be long; its last line is kept apart below). */
 		return n;
 	}
-	return q->stop_on_data && n > 0 ? 0 : n;
+	return q->stop_at_line && memchr(data, '\n', n) ? 0 : n;
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)

@@ -50,7 +50,7 @@ struct dk_req {
 	CURLcode cc;        /* transfer result */
 	bool headers_seen;  /* the final response's headers are in */
 	bool in_multi;
-	bool stop_on_data; /* end the transfer at the first body byte (cc CURLE_WRITE_ERROR) */
+	bool stop_at_line; /* end the transfer once a whole line is in (cc CURLE_WRITE_ERROR) */
 	char errbuf[CURL_ERROR_SIZE];
 	dk_req_fn on_headers; /* optional: once, when the final headers are in */
 	dk_req_fn done;       /* once, when the transfer is over (not after dk_req_cancel) */
