@@ -12,11 +12,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "backend/curl_uv.h"
 #include "backend/docker_impl.h"
+#include "util/time.h"
 
 #define CONNECT_TIMEOUT_MS  5000L
 #define REQ_PING_TIMEOUT_MS 5000L
@@ -375,66 +375,12 @@ int dk_raw_connect(const struct dk_host *hst)
 	return fd;
 }
 
-/* n decimal digits at s (no sign, no space); -1 if any is not a digit. */
-static int digits(const char *s, int n)
-{
-	int v = 0;
-	for (int i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v;
-}
-
 bool dk_engine_time(const char *s, int64_t add_ms, char *out, size_t size)
 {
-	/* YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM) */
-	if (!s || strlen(s) < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+	int64_t us;
+	if (uh_time_parse(s, &us) || us <= 0 || (us += add_ms * 1000) < 0)
 		return false;
-	struct tm tm = {.tm_year = digits(s, 4),
-	                .tm_mon = digits(s + 5, 2),
-	                .tm_mday = digits(s + 8, 2),
-	                .tm_hour = digits(s + 11, 2),
-	                .tm_min = digits(s + 14, 2),
-	                .tm_sec = digits(s + 17, 2)};
-	if (tm.tm_year < 1970 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-	    tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 || tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
-		return false;
-	s += 19;
-	int64_t ns = 0;
-	if (*s == '.') {
-		int n = 0;
-		for (s++; *s >= '0' && *s <= '9'; s++)
-			if (n++ < 9)
-				ns = ns * 10 + (*s - '0');
-		if (n == 0)
-			return false;
-		for (; n < 9; n++)
-			ns *= 10;
-	}
-	int64_t off = 0;
-	if ((*s == '+' || *s == '-') && strlen(s) == 6 && s[3] == ':') {
-		int oh = digits(s + 1, 2), om = digits(s + 4, 2);
-		if (oh < 0 || oh > 23 || om < 0 || om > 59)
-			return false;
-		off = (*s == '+' ? 1 : -1) * ((int64_t)oh * 3600 + om * 60);
-	} else if (strcmp(s, "Z") != 0)
-		return false;
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	/* seconds and nanoseconds apart: year 9999 in nanoseconds overflows */
-	int64_t sec = (int64_t)timegm(&tm) - off + add_ms / 1000;
-	ns += (add_ms % 1000) * 1000000;
-	if (ns < 0) {
-		ns += 1000000000;
-		sec--;
-	} else if (ns >= 1000000000) {
-		ns -= 1000000000;
-		sec++;
-	}
-	if (sec < 0)
-		return false;
-	int w = snprintf(out, size, "%lld.%09lld", (long long)sec, (long long)ns);
+	/* the engine reads the fraction as nanoseconds when it has 9 digits */
+	int w = snprintf(out, size, "%lld.%06lld000", (long long)(us / 1000000), (long long)(us % 1000000));
 	return w > 0 && (size_t)w < size;
 }

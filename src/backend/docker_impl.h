@@ -99,10 +99,11 @@ void dk_req_describe(const struct dk_req *q, char *out, size_t size);
 long dk_sync_request(const struct uh_config *cfg, const char *api_version, const char *method, const char *path,
                      long timeout_ms, struct uh_buf *resp);
 
-/* An RFC 3339 time of the engine ("2026-12-05T12:10:11.123456789Z", or an
- * offset for Z) plus add_ms, as the "SECONDS.NANOSECONDS" its events API
- * takes in since= and until=. False for anything else, a time before 1970
- * (the engine's zero time is year 1) or an output that does not fit. */
+/* An RFC 3339 time of the engine (State.StartedAt, FinishedAt; read by
+ * uh_time_parse, to the microsecond) plus add_ms, as the
+ * "SECONDS.NANOSECONDS" its events API takes in since= and until=. False for
+ * anything else, a time before 1970 (the engine's zero time is year 1) or an
+ * output that does not fit. */
 bool dk_engine_time(const char *s, int64_t add_ms, char *out, size_t size);
 
 /* URL-encode s into out (size bytes); false if it does not fit. */

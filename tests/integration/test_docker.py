@@ -172,93 +172,6 @@ def test_failure_timeout_and_oom_end_right_and_leave_nothing(dserver, node):
     wait_for(lambda: not containers(f"uhub.node={node}"), 20, "every container to go")
 
 
-class OomHidingProxy(threading.Thread):
-    """A unix-socket endpoint for the engine that hides State.OOMKilled in
-    its answers, as the engine answers when it heard of the container's exit
-    before its OOM kill (containerd watches the two apart; dockerd 20.10 then
-    never sets OOMKilled, though it logs the "oom" event). The key is renamed,
-    same length, so no HTTP framing changes; bytes that could start the key
-    are held back until the next read. Half-closes are passed on."""
-
-    PAT = b'"OOMKilled":true'
-    REP = b'"OOMKilleX":true'
-
-    def __init__(self, path):
-        super().__init__(daemon=True)
-        self.path = path
-        self.ls = socket.socket(socket.AF_UNIX)
-        self.ls.bind(path)
-        self.ls.listen(64)
-        self.seen = 0  # answers with a State.OOMKilled (either value) that went through
-        self.masked = 0
-        self.lock = threading.Lock()
-
-    def hide(self, a, b):
-        held = b""
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                d = held + d
-                with self.lock:
-                    self.seen += d.count(b'"OOMKilled":')
-                    self.masked += d.count(self.PAT)
-                d = d.replace(self.PAT, self.REP)
-                k = next((i for i in range(len(self.PAT) - 1, 0, -1) if d.endswith(self.PAT[:i])), 0)
-                held = d[len(d) - k:] if k else b""
-                b.sendall(d[:len(d) - k])
-            b.sendall(held)
-        except OSError:
-            pass
-        try:
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def run(self):
-        while True:
-            try:
-                c, _ = self.ls.accept()
-            except OSError:
-                return
-            u = socket.socket(socket.AF_UNIX)
-            u.connect(SOCK)
-            threading.Thread(target=TcpToUnix.pump, args=(c, u), daemon=True).start()
-            threading.Thread(target=self.hide, args=(u, c), daemon=True).start()
-
-
-def test_an_oom_kill_the_engine_hears_of_late_is_still_an_oom(make_server, node):
-    """The engine's inspect can miss an OOM kill (see OomHidingProxy): uhub
-    asks the engine's event log for a SIGKILL it did not send, and a SIGKILL
-    that was no OOM kill is not called one."""
-    d = tempfile.mkdtemp(prefix="uhub-engine-")
-    proxy = OomHidingProxy(os.path.join(d, "docker.sock"))
-    proxy.start()
-    n4 = node + "-late-oom"
-
-    def conf(c):
-        docker_config(c, n4)
-        c["docker"]["host"] = f"unix://{proxy.path}"
-
-    try:
-        s = make_server(conf)
-        p = dproject(s, mem_limit="16Mi")
-        oom = s.job(p["id"], ["sh", "-c", "head -c 300m /dev/zero | tail -c 200m > /dev/null"])
-        killed = s.job(p["id"], ["sh", "-c", "sh -c 'kill -9 $$'; exit $?"])
-        a = s.wait_run(s.trigger(oom["id"])["id"], timeout=60)
-        b = s.wait_run(s.trigger(killed["id"])["id"], timeout=60)
-        # the proxy was on the inspect's path, and uhub never saw OOMKilled true
-        assert proxy.seen >= 2, (proxy.seen, proxy.masked)
-        assert (a["status"], a["reason"]) == ("failed", "oom"), a
-        assert (b["status"], b["reason"]) == ("failed", "signal"), b
-        assert "memory" not in (b["message"] or ""), b
-        wait_for(lambda: not containers(f"uhub.node={n4}"), 20, "the node's containers to go")
-    finally:
-        proxy.ls.close()
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def test_config_is_checked_with_400_naming_the_key(dserver):
     s = dserver
     c = s.client()
@@ -389,23 +302,29 @@ def test_an_engine_that_dies_mid_run_gives_error_and_its_container_goes(dserver,
 
 class TcpToUnix(threading.Thread):
     """A plain TCP endpoint for the engine (a stand-in for a remote engine):
-    bytes both ways, half-closes passed on (the attach stream needs them)."""
+    bytes both ways, half-closes passed on (the attach stream needs them).
+    A subclass may listen elsewhere (ls) and rewrite the engine's bytes
+    (rewriter)."""
 
-    def __init__(self):
+    def __init__(self, ls=None):
         super().__init__(daemon=True)
-        self.ls = socket.socket()
-        self.ls.bind(("127.0.0.1", 0))
+        if ls is None:
+            ls = socket.socket()
+            ls.bind(("127.0.0.1", 0))
+            self.port = ls.getsockname()[1]
+        self.ls = ls
         self.ls.listen(64)
-        self.port = self.ls.getsockname()[1]
 
     @staticmethod
-    def pump(a, b):
+    def pump(a, b, rewrite=None):
         try:
             while True:
                 d = a.recv(65536)
+                out = rewrite(d) if rewrite else d  # rewrite(b"") at the end: what it held back
+                if out:
+                    b.sendall(out)
                 if not d:
                     break
-                b.sendall(d)
         except OSError:
             pass
         try:
@@ -422,7 +341,79 @@ class TcpToUnix(threading.Thread):
             u = socket.socket(socket.AF_UNIX)
             u.connect(SOCK)
             threading.Thread(target=self.pump, args=(c, u), daemon=True).start()
-            threading.Thread(target=self.pump, args=(u, c), daemon=True).start()
+            threading.Thread(target=self.pump, args=(u, c, self.rewriter()), daemon=True).start()
+
+    def rewriter(self):
+        """A per-connection rewrite of the engine's bytes (called with b"" at
+        their end), or None."""
+        return None
+
+
+class OomHidingProxy(TcpToUnix):
+    """A unix-socket endpoint for the engine that hides State.OOMKilled in
+    its answers, as the engine answers when it heard of the container's exit
+    before its OOM kill (containerd watches the two apart; dockerd 20.10 then
+    never sets OOMKilled, though it logs the "oom" event). The key is renamed,
+    same length, so no HTTP framing changes; bytes that could start the key
+    are held back until the next read."""
+
+    PAT = b'"OOMKilled":true'
+    REP = b'"OOMKilleX":true'
+
+    def __init__(self, path):
+        self.path = path
+        ls = socket.socket(socket.AF_UNIX)
+        ls.bind(path)
+        super().__init__(ls)
+        self.seen = 0  # answers with a State.OOMKilled (either value) that went through
+        self.lock = threading.Lock()
+
+    def rewriter(self):
+        held = b""
+
+        def rewrite(d):
+            nonlocal held
+            if not d:
+                return held
+            d = held + d
+            with self.lock:
+                self.seen += d.count(b'"OOMKilled":')
+            d = d.replace(self.PAT, self.REP)
+            k = next((i for i in range(len(self.PAT) - 1, 0, -1) if d.endswith(self.PAT[:i])), 0)
+            held = d[len(d) - k:] if k else b""
+            return d[:len(d) - k]
+        return rewrite
+
+
+def test_an_oom_kill_the_engine_hears_of_late_is_still_an_oom(make_server, node):
+    """The engine's inspect can miss an OOM kill (see OomHidingProxy): uhub
+    asks the engine's event log for a SIGKILL it did not send, and a SIGKILL
+    that was no OOM kill is not called one."""
+    d = tempfile.mkdtemp(prefix="uhub-engine-")
+    proxy = OomHidingProxy(os.path.join(d, "docker.sock"))
+    proxy.start()
+    n4 = node + "-late-oom"
+
+    def conf(c):
+        docker_config(c, n4)
+        c["docker"]["host"] = f"unix://{proxy.path}"
+
+    try:
+        s = make_server(conf)
+        p = dproject(s, mem_limit="16Mi")
+        oom = s.job(p["id"], ["sh", "-c", "head -c 300m /dev/zero | tail -c 200m > /dev/null"])
+        killed = s.job(p["id"], ["sh", "-c", "sh -c 'kill -9 $$'; exit $?"])
+        a = s.wait_run(s.trigger(oom["id"])["id"], timeout=60)
+        b = s.wait_run(s.trigger(killed["id"])["id"], timeout=60)
+        # the proxy was on the inspect's path, and uhub never saw OOMKilled true
+        assert proxy.seen >= 2, proxy.seen
+        assert (a["status"], a["reason"]) == ("failed", "oom"), a
+        assert (b["status"], b["reason"]) == ("failed", "signal"), b
+        assert "memory" not in (b["message"] or ""), b
+        wait_for(lambda: not containers(f"uhub.node={n4}"), 20, "the node's containers to go")
+    finally:
+        proxy.ls.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_a_remote_engine_gets_the_init_from_a_named_volume(make_server, node):
